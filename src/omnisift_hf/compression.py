@@ -82,7 +82,7 @@ def derive_keep_ratios(
          matches `k` up to rounding;
       3. when the audio share leaves video less than half the overall rate (`v < k / 2`, clips with few video tokens),
          video keeps `k / 2` and audio shrinks to the rest of the budget.
-    Samples without video (or without audio) get `v = k` (or `a = k`); their other ratio is unused.
+    Samples without audio get `v = k`; samples without video get `a = k` (their audio is never pruned anyway).
 
     Args:
         keep_ratio (`float`): overall keep ratio in (0, 1].
@@ -107,22 +107,24 @@ def derive_keep_ratios(
     return video.clamp(0.0, 1.0), audio.clamp(0.0, 1.0)
 
 
-def drop_count(num_tokens: torch.Tensor, drop_ratio: torch.Tensor) -> torch.Tensor:
-    """`floor(num_tokens * drop_ratio)`, robust to binary float error.
+def drop_count(num_tokens: torch.Tensor, keep_ratio: torch.Tensor) -> torch.Tensor:
+    """`floor(num_tokens * rho)` with `rho = 1 - keep_ratio`, computed like the reference's `int(n * rho)`.
 
-    `1 - 0.9` is `0.09999999999999998` and `int(50 * (1 - 0.9)) == 4`; rounding the product to 6 decimals first gives
-    the intended 5. For drop ratios written with a few decimals this equals the reference's `int(n * rho)`.
+    The reference is given `rho` directly (0.7, 0.77, ...). Here `rho` is rebuilt from the keep ratio and rounded to
+    6 decimals first, which recovers the written decimal: `1 - 0.9` is `0.09999999999999998` and would drop 4 of 50
+    tokens instead of 5; a float32 `0.23` would drop 76 of 100 instead of 77. The product is then floored in float64
+    exactly as the reference floors it (so `90 * 0.7 = 62.99999999999999` drops 62, as in the reference).
 
     Args:
         num_tokens (`torch.LongTensor` of any shape): token counts.
-        drop_ratio (`torch.Tensor` broadcastable to `num_tokens`): drop fractions `rho = 1 - keep`.
+        keep_ratio (`torch.Tensor` broadcastable to `num_tokens`): keep fractions.
 
     Returns:
         `torch.LongTensor`: the number of tokens to drop, same shape as the broadcast inputs.
     """
     dtype = _count_dtype(num_tokens.device)
-    product = num_tokens.to(dtype) * drop_ratio.to(dtype)
-    return torch.floor(torch.round(product, decimals=6)).long()
+    drop_ratio = torch.round(1.0 - keep_ratio.to(dtype), decimals=6)
+    return torch.floor(num_tokens.to(dtype) * drop_ratio).long()
 
 
 def _count_dtype(device: torch.device) -> torch.dtype:
@@ -270,7 +272,7 @@ def spatio_temporal_prune(
     frame_of_video: torch.Tensor,
     frame_size: torch.Tensor,
     frame_is_second: torch.Tensor,
-    frame_drop_ratio: torch.Tensor,
+    frame_keep_ratio: torch.Tensor,
 ) -> torch.Tensor:
     """STVP: spatio-temporal video pruning (parameter-free).
 
@@ -285,7 +287,7 @@ def spatio_temporal_prune(
         frame_size (`torch.LongTensor` of shape `(F,)`): tokens per frame.
         frame_is_second (`torch.BoolTensor` of shape `(F,)`): whether a frame is the second of its pair (its partner is
             the frame before it).
-        frame_drop_ratio (`torch.Tensor` of shape `(F,)`): drop fraction `rho = 1 - keep` of each frame.
+        frame_keep_ratio (`torch.Tensor` of shape `(F,)`): keep ratio of each frame (its video's).
 
     Returns:
         `torch.BoolTensor` of shape `(Nv,)`: True for kept tokens.
@@ -307,13 +309,13 @@ def spatio_temporal_prune(
     scores = torch.where(token_comparable, temporal, spatial)
 
     pair_size = torch.where(frame_is_second, frame_size[previous], frame_size)
-    drops = drop_count(pair_size, frame_drop_ratio)
+    drops = drop_count(pair_size, frame_keep_ratio)
     drops = torch.where(frame_is_second & ~comparable, 0, drops)
     return segment_rank(scores, frame_of_video) >= drops[frame_of_video]
 
 
 def top_audio_per_window(
-    scores: torch.Tensor, window: torch.Tensor, window_size: torch.Tensor, window_drop_ratio: torch.Tensor
+    scores: torch.Tensor, window: torch.Tensor, window_size: torch.Tensor, window_keep_ratio: torch.Tensor
 ) -> torch.Tensor:
     """VGAS selection: keep the `n_a - floor(n_a * rho)` highest-scoring audio tokens of each window.
 
@@ -321,12 +323,12 @@ def top_audio_per_window(
         scores (`torch.Tensor` of shape `(Na,)`): selector scores of the audio tokens.
         window (`torch.LongTensor` of shape `(Na,)`): window of each token (ids >= 0).
         window_size (`torch.LongTensor` of shape `(P,)`): audio tokens per window.
-        window_drop_ratio (`torch.Tensor` of shape `(P,)`): drop fraction of each window.
+        window_keep_ratio (`torch.Tensor` of shape `(P,)`): keep ratio of each window (its sample's).
 
     Returns:
         `torch.BoolTensor` of shape `(Na,)`: True for kept tokens.
     """
-    keep = window_size - drop_count(window_size, window_drop_ratio)  # (P,)
+    keep = window_size - drop_count(window_size, window_keep_ratio)  # (P,)
     return segment_rank(scores.float(), window) < keep[window]
 
 

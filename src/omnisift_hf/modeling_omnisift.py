@@ -466,7 +466,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             layout.frame_of_video,
             layout.frame_size,
             layout.frame_is_second,
-            1.0 - video_keep_ratio[frame_sample],
+            video_keep_ratio[frame_sample],
         )
 
         audio_keep = torch.ones_like(layout.audio_index, dtype=torch.bool)
@@ -530,7 +530,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         scores = self.compressor(audio, video, video_padding_mask=video_padding)[audio_window, audio_slot]  # (n_a,)
 
         hard = top_audio_per_window(
-            scores, audio_window, audio_window_size, 1.0 - audio_keep_ratio[layout.pair_sample[active_pairs]]
+            scores, audio_window, audio_window_size, audio_keep_ratio[layout.pair_sample[active_pairs]]
         )
         audio_keep[scored_audio] = hard
         gate = (hard.to(scores.dtype) - scores).detach() + scores

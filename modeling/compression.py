@@ -1,0 +1,358 @@
+"""OmniSIFT's token selection as pure tensor functions (torch only; no model, no config).
+
+Shape vocabulary used throughout:
+    B  batch size                      L  padded sequence length
+    D  hidden size                     Nv / Na  video / audio tokens of the whole batch (flattened, row-major)
+    F  video frames (temporal slices)  P  frame pairs = audio windows
+    K  longest kept sequence           S  segments (frames or windows) in `segment_rank`
+
+A *keep* ratio is the fraction of tokens kept; the paper writes drop fractions `rho = 1 - keep`.
+
+The functions never leave the tensors' device. They synchronise with the host only where an output size depends on
+the data (one `max()` per padded layout), never per token.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "KeepRatios",
+    "MediaLayout",
+    "compact_kept_tokens",
+    "derive_keep_ratios",
+    "drop_count",
+    "media_layout",
+    "resolve_keep_ratios",
+    "segment_rank",
+    "spatio_temporal_prune",
+    "top_audio_per_window",
+]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Keep ratios
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KeepRatios:
+    """The ratios one forward pass uses. `video` / `audio` of `None` mean "derived from `keep`"."""
+
+    keep: float
+    video: float | None = None
+    audio: float | None = None
+
+    @property
+    def is_identity(self) -> bool:
+        """True when nothing would be dropped: compression is skipped before any arithmetic."""
+        video = self.keep if self.video is None else self.video
+        audio = self.keep if self.audio is None else self.audio
+        return video == 1.0 and audio == 1.0
+
+
+def resolve_keep_ratios(
+    keep_ratio: float | None,
+    video_keep_ratio: float | None,
+    audio_keep_ratio: float | None,
+    default_keep_ratio: float,
+    default_video_keep_ratio: float | None,
+    default_audio_keep_ratio: float | None,
+) -> KeepRatios:
+    """Apply the precedence, most specific first: per-call modality ratio, per-call `keep_ratio` (its derived split),
+    configured modality ratio, configured `keep_ratio`. Values must already be validated."""
+    if keep_ratio is not None:
+        # A per-call overall budget replaces the configured per-modality values.
+        return KeepRatios(keep=keep_ratio, video=video_keep_ratio, audio=audio_keep_ratio)
+    return KeepRatios(
+        keep=default_keep_ratio,
+        video=video_keep_ratio if video_keep_ratio is not None else default_video_keep_ratio,
+        audio=audio_keep_ratio if audio_keep_ratio is not None else default_audio_keep_ratio,
+    )
+
+
+def derive_keep_ratios(
+    keep_ratio: float, num_video: torch.Tensor, num_audio: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split one overall keep ratio into per-sample video and audio keep ratios.
+
+    Rule (per sample, `k = keep_ratio`, `nv` video tokens, `na` prunable audio tokens, budget `k * (nv + na)`):
+      1. audio keeps `a = min(1, 2k)` (audio is denser in information per token than video: the paper's asymmetry,
+         `k = 0.25 -> a = 0.5`, `k = 0.35 -> a = 0.7`);
+      2. video keeps what is left of the budget: `v = (k * (nv + na) - a * na) / nv`, so the achieved retention
+         matches `k` up to rounding;
+      3. when the audio share leaves video less than half the overall rate (`v < k / 2`, clips with few video tokens),
+         video keeps `k / 2` and audio shrinks to the rest of the budget.
+    Samples without audio get `v = k`; samples without video get `a = k` (their audio is never pruned anyway).
+
+    Args:
+        keep_ratio (`float`): overall keep ratio in (0, 1].
+        num_video (`torch.LongTensor` of shape `(B,)`): video tokens per sample.
+        num_audio (`torch.LongTensor` of shape `(B,)`): prunable audio tokens per sample (audio that shares a time
+            window with video).
+
+    Returns:
+        `tuple(torch.Tensor, torch.Tensor)`: video and audio keep ratios, float64 (float32 on MPS), shape `(B,)`.
+    """
+    dtype = _count_dtype(num_video.device)
+    nv, na = num_video.to(dtype), num_audio.to(dtype)
+    budget = keep_ratio * (nv + na)
+    audio = torch.full_like(nv, min(1.0, 2.0 * keep_ratio))
+    video = (budget - audio * na) / nv.clamp(min=1)
+    floor = keep_ratio / 2
+    starved = video < floor
+    video = torch.where(starved, torch.full_like(video, floor), video)
+    audio = torch.where(starved, (budget - floor * nv) / na.clamp(min=1), audio)
+    video = torch.where(na == 0, torch.full_like(video, keep_ratio), video)
+    audio = torch.where(nv == 0, torch.full_like(audio, keep_ratio), audio)
+    return video.clamp(0.0, 1.0), audio.clamp(0.0, 1.0)
+
+
+def drop_count(num_tokens: torch.Tensor, keep_ratio: torch.Tensor) -> torch.Tensor:
+    """`floor(num_tokens * rho)` with `rho = 1 - keep_ratio`, computed like the reference's `int(n * rho)`.
+
+    The reference is given `rho` directly (0.7, 0.77, ...). Here `rho` is rebuilt from the keep ratio and rounded to
+    6 decimals first, which recovers the written decimal: `1 - 0.9` is `0.09999999999999998` and would drop 4 of 50
+    tokens instead of 5; a float32 `0.23` would drop 76 of 100 instead of 77. The product is then floored in float64
+    exactly as the reference floors it (so `90 * 0.7 = 62.99999999999999` drops 62, as in the reference).
+
+    Args:
+        num_tokens (`torch.LongTensor` of any shape): token counts.
+        keep_ratio (`torch.Tensor` broadcastable to `num_tokens`): keep fractions.
+
+    Returns:
+        `torch.LongTensor`: the number of tokens to drop, same shape as the broadcast inputs.
+    """
+    dtype = _count_dtype(num_tokens.device)
+    drop_ratio = torch.round(1.0 - keep_ratio.to(dtype), decimals=6)
+    return torch.floor(num_tokens.to(dtype) * drop_ratio).long()
+
+
+def _count_dtype(device: torch.device) -> torch.dtype:
+    # MPS has no float64; CPU and CUDA count in float64 so that token counts stay exact.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Where the audio and video tokens are
+# ----------------------------------------------------------------------------------------------------------------------
+@dataclass
+class MediaLayout:
+    """Where the video and audio tokens of a batch sit and how they group into frames, pairs and windows.
+
+    Token tensors index the flattened `(B * L)` sequence in row-major order, so video token `i` of the layout is
+    row `i` of the concatenated video embeddings. A *run* is a maximal stretch of consecutive audio/video
+    placeholders: one video with its interleaved audio (`use_audio_in_video=True`), one video alone, or one audio
+    item. Frames are video tokens of one run sharing a temporal M-RoPE id; frames pair up in order inside their run
+    (an odd last frame is alone). Pair `p` owns the audio of its run whose temporal id lies in
+    `[t_p, t_{p+1})`; the run's last pair owns all the run's remaining audio.
+
+    Attributes:
+        video_index (`torch.LongTensor` of shape `(Nv,)`): flat position of each video token.
+        audio_index (`torch.LongTensor` of shape `(Na,)`): flat position of each audio token.
+        video_sample (`torch.LongTensor` of shape `(Nv,)`) / audio_sample (`(Na,)`): batch row of each token.
+        frame_of_video (`torch.LongTensor` of shape `(Nv,)`): frame of each video token.
+        frame_size (`torch.LongTensor` of shape `(F,)`): tokens per frame.
+        frame_is_second (`torch.BoolTensor` of shape `(F,)`): whether the frame is the second of its pair.
+        pair_of_frame (`torch.LongTensor` of shape `(F,)`): pair of each frame.
+        pair_sample (`torch.LongTensor` of shape `(P,)`): batch row of each pair.
+        window_of_audio (`torch.LongTensor` of shape `(Na,)`): pair whose window holds each audio token, -1 for audio
+            without video in its run (separate audio items), which is never dropped.
+    """
+
+    video_index: torch.Tensor
+    audio_index: torch.Tensor
+    video_sample: torch.Tensor
+    audio_sample: torch.Tensor
+    frame_of_video: torch.Tensor
+    frame_size: torch.Tensor
+    frame_is_second: torch.Tensor
+    pair_of_frame: torch.Tensor
+    pair_sample: torch.Tensor
+    window_of_audio: torch.Tensor
+
+    @property
+    def num_pairs(self) -> int:
+        return self.pair_sample.shape[0]
+
+
+def media_layout(video_mask: torch.Tensor, audio_mask: torch.Tensor, temporal_ids: torch.Tensor) -> MediaLayout:
+    """Group the audio/video placeholders of a batch into frames, frame pairs and audio windows.
+
+    Args:
+        video_mask (`torch.BoolTensor` of shape `(B, L)`): video placeholder positions.
+        audio_mask (`torch.BoolTensor` of shape `(B, L)`): audio placeholder positions.
+        temporal_ids (`torch.LongTensor` of shape `(B, L)`): temporal M-RoPE ids (row `t` of the 3-D positions).
+
+    Returns:
+        [`MediaLayout`].
+    """
+    batch_size, seq_len = video_mask.shape
+    device = video_mask.device
+    media = video_mask | audio_mask
+    previous = torch.zeros_like(media)
+    previous[:, 1:] = media[:, :-1]
+    run_of_token = torch.cumsum((media & ~previous).flatten(), 0) - 1  # (B*L,)
+    flat_t = temporal_ids.flatten()
+
+    video_index = torch.nonzero(video_mask.flatten()).squeeze(1)  # (Nv,)
+    audio_index = torch.nonzero(audio_mask.flatten()).squeeze(1)  # (Na,)
+    video_run, video_t = run_of_token[video_index], flat_t[video_index]
+
+    # Frames: a new one starts where the run or the temporal id changes between consecutive video tokens.
+    new_frame = torch.ones_like(video_index, dtype=torch.bool)
+    new_frame[1:] = (video_run[1:] != video_run[:-1]) | (video_t[1:] != video_t[:-1])
+    frame_of_video = torch.cumsum(new_frame, 0) - 1  # (Nv,)
+    frame_first_token = torch.nonzero(new_frame).squeeze(1)  # (F,)
+    num_frames = frame_first_token.shape[0]
+    frame_size = torch.bincount(frame_of_video, minlength=num_frames)
+    frame_run, frame_t = video_run[frame_first_token], video_t[frame_first_token]
+
+    # Pairs: frames (0, 1), (2, 3), ... counted from the first frame of each run.
+    frame_ids = torch.arange(num_frames, device=device)
+    new_run = torch.ones(num_frames, dtype=torch.bool, device=device)
+    new_run[1:] = frame_run[1:] != frame_run[:-1]
+    run_first_frame = torch.cummax(torch.where(new_run, frame_ids, 0), 0).values
+    frame_is_second = (frame_ids - run_first_frame) % 2 == 1
+    pair_of_frame = torch.cumsum(~frame_is_second, 0) - 1  # (F,)
+    pair_first_frame = torch.nonzero(~frame_is_second).squeeze(1)  # (P,)
+    pair_run, pair_t = frame_run[pair_first_frame], frame_t[pair_first_frame]
+
+    # Windows: the last pair of the audio token's run that starts at or before the token's time.
+    audio_run, audio_t = run_of_token[audio_index], flat_t[audio_index]
+    span = int(flat_t.max().item()) + 1 if flat_t.numel() else 1
+    pair_key = pair_run * span + pair_t  # increasing: runs are ordered, time increases inside a run
+    audio_key = audio_run * span + audio_t
+    window = torch.searchsorted(pair_key, audio_key, right=True) - 1
+    # Audio earlier than its run's first pair (if any) joins that pair's window.
+    run_first_pair = torch.searchsorted(pair_key, audio_run * span)
+    window = torch.maximum(window, run_first_pair)
+    window_of_audio = torch.full_like(audio_index, -1)
+    if pair_key.numel():
+        in_run = (window < pair_key.shape[0]) & (pair_run[window.clamp(max=pair_key.shape[0] - 1)] == audio_run)
+        window_of_audio = torch.where(in_run, window, window_of_audio)
+
+    return MediaLayout(
+        video_index=video_index,
+        audio_index=audio_index,
+        video_sample=video_index // seq_len,
+        audio_sample=audio_index // seq_len,
+        frame_of_video=frame_of_video,
+        frame_size=frame_size,
+        frame_is_second=frame_is_second,
+        pair_of_frame=pair_of_frame,
+        pair_sample=video_index[frame_first_token[pair_first_frame]] // seq_len,
+        window_of_audio=window_of_audio,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Ranking and selection
+# ----------------------------------------------------------------------------------------------------------------------
+def segment_rank(scores: torch.Tensor, segment: torch.Tensor) -> torch.Tensor:
+    """Rank of each element inside its segment, highest score first; ties go to the earlier element.
+
+    Args:
+        scores (`torch.Tensor` of shape `(N,)`): scores to rank.
+        segment (`torch.LongTensor` of shape `(N,)`): segment id of each element (any order, ids >= 0).
+
+    Returns:
+        `torch.LongTensor` of shape `(N,)`: 0 for the highest score of each segment, 1 for the next, ...
+    """
+    by_score = torch.sort(scores, descending=True, stable=True).indices
+    order = by_score[torch.sort(segment[by_score], stable=True).indices]  # by (segment, -score, index)
+    segment_size = torch.bincount(segment)
+    segment_start = torch.cumsum(segment_size, 0) - segment_size
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.shape[0], device=order.device) - segment_start[segment[order]]
+    return rank
+
+
+def spatio_temporal_prune(
+    video_embeds: torch.Tensor,
+    frame_of_video: torch.Tensor,
+    frame_size: torch.Tensor,
+    frame_is_second: torch.Tensor,
+    frame_keep_ratio: torch.Tensor,
+) -> torch.Tensor:
+    """STVP: spatio-temporal video pruning (parameter-free).
+
+    First frame of a pair: score each token by cosine similarity to its frame's mean token (spatial redundancy).
+    Second frame: score each token by cosine similarity to the token at the same position of the (unpruned) first
+    frame (temporal redundancy); when the two frames differ in size the second frame is kept whole. Both frames drop
+    their `floor(n_p * rho)` highest-scoring tokens, `n_p` = size of the pair's first frame.
+
+    Args:
+        video_embeds (`torch.Tensor` of shape `(Nv, D)`): video tokens, frames contiguous and in order.
+        frame_of_video (`torch.LongTensor` of shape `(Nv,)`): frame of each token (non-decreasing).
+        frame_size (`torch.LongTensor` of shape `(F,)`): tokens per frame.
+        frame_is_second (`torch.BoolTensor` of shape `(F,)`): whether a frame is the second of its pair (its partner is
+            the frame before it).
+        frame_keep_ratio (`torch.Tensor` of shape `(F,)`): keep ratio of each frame (its video's).
+
+    Returns:
+        `torch.BoolTensor` of shape `(Nv,)`: True for kept tokens.
+    """
+    num_frames = frame_size.shape[0]
+    x = video_embeds.float()  # cosine ranking in float32: bf16 scores tie far too often
+    frame_start = torch.cumsum(frame_size, 0) - frame_size
+    frame_mean = torch.zeros(num_frames, x.shape[1], dtype=x.dtype, device=x.device)
+    frame_mean.index_add_(0, frame_of_video, x)
+    frame_mean /= frame_size.unsqueeze(1).to(x.dtype)
+    spatial = F.cosine_similarity(x, frame_mean[frame_of_video], dim=-1)  # (Nv,)
+
+    previous = (torch.arange(num_frames, device=x.device) - 1).clamp(min=0)
+    comparable = frame_is_second & (frame_size == frame_size[previous])  # (F,)
+    token_comparable = comparable[frame_of_video]
+    offset = torch.arange(x.shape[0], device=x.device) - frame_start[frame_of_video]
+    partner = torch.where(token_comparable, frame_start[previous[frame_of_video]] + offset, 0)
+    temporal = F.cosine_similarity(x, x[partner], dim=-1)
+    scores = torch.where(token_comparable, temporal, spatial)
+
+    pair_size = torch.where(frame_is_second, frame_size[previous], frame_size)
+    drops = drop_count(pair_size, frame_keep_ratio)
+    drops = torch.where(frame_is_second & ~comparable, 0, drops)
+    return segment_rank(scores, frame_of_video) >= drops[frame_of_video]
+
+
+def top_audio_per_window(
+    scores: torch.Tensor, window: torch.Tensor, window_size: torch.Tensor, window_keep_ratio: torch.Tensor
+) -> torch.Tensor:
+    """VGAS selection: keep the `n_a - floor(n_a * rho)` highest-scoring audio tokens of each window.
+
+    Args:
+        scores (`torch.Tensor` of shape `(Na,)`): selector scores of the audio tokens.
+        window (`torch.LongTensor` of shape `(Na,)`): window of each token (ids >= 0).
+        window_size (`torch.LongTensor` of shape `(P,)`): audio tokens per window.
+        window_keep_ratio (`torch.Tensor` of shape `(P,)`): keep ratio of each window (its sample's).
+
+    Returns:
+        `torch.BoolTensor` of shape `(Na,)`: True for kept tokens.
+    """
+    keep = window_size - drop_count(window_size, window_keep_ratio)  # (P,)
+    return segment_rank(scores.float(), window) < keep[window]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Shortening the sequences
+# ----------------------------------------------------------------------------------------------------------------------
+def compact_kept_tokens(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices that gather each row's kept tokens, in order, left-padded to the longest row.
+
+    Args:
+        keep (`torch.BoolTensor` of shape `(B, L)`): tokens to keep (padding must already be False).
+
+    Returns:
+        `tuple(torch.LongTensor, torch.LongTensor)`:
+            index of shape `(B, K)` into the `L` axis (0 at padding slots) and the new attention mask `(B, K)`.
+    """
+    batch_size, seq_len = keep.shape
+    counts = keep.sum(1)  # (B,)
+    kept_len = int(counts.max().item())
+    slot = kept_len - counts.unsqueeze(1) + torch.cumsum(keep, 1) - 1  # (B, L) target column of each kept token
+    slot = torch.where(keep, slot, kept_len)  # dropped tokens go to a spare column, removed below
+    positions = torch.arange(seq_len, device=keep.device).expand(batch_size, -1)
+    index = torch.zeros(batch_size, kept_len + 1, dtype=torch.long, device=keep.device)
+    index.scatter_(1, slot, positions)
+    columns = torch.arange(kept_len, device=keep.device)
+    attention_mask = (columns >= kept_len - counts.unsqueeze(1)).long()
+    return index[:, :kept_len] * attention_mask, attention_mask

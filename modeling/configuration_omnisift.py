@@ -1,0 +1,126 @@
+"""OmniSIFT configuration: a Qwen2.5-Omni thinker configuration plus the compression knobs."""
+
+import math
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+__all__ = ["OmniSiftConfig", "check_keep_ratio"]
+
+# `model_type`s whose config.json this class reads directly: the full Qwen2.5-Omni model (its `thinker_config`) and
+# the thinker alone, as `save_pretrained` of `Qwen2_5OmniThinkerForConditionalGeneration` writes it.
+_QWEN_OMNI_MODEL_TYPE = "qwen2_5_omni"
+_QWEN_OMNI_THINKER_MODEL_TYPE = "qwen2_5_omni_thinker"
+
+
+def check_keep_ratio(name: str, value: Any, allow_none: bool = True) -> float | None:
+    """Validate one keep ratio (the fraction of tokens kept, `1 - rho` in the paper's notation).
+
+    Args:
+        name (`str`): the argument or field name, repeated in the error message.
+        value: the value to check. An `int` `1` is accepted; `bool` is not a number here.
+        allow_none (`bool`): whether `None` ("not set") is a valid value.
+
+    Returns:
+        `float | None`: the value as a float, or `None`.
+
+    Raises:
+        `TypeError`: the value is not a real number.
+        `ValueError`: the value is NaN or outside `(0, 1]`.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number in (0, 1] (the fraction of audio/video tokens to keep), "
+            f"got {value!r} of type {type(value).__name__}."
+        )
+    value = float(value)
+    if math.isnan(value) or not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"`{name}` must be in (0, 1] (the fraction of audio/video tokens to keep; 1.0 turns compression off), "
+            f"got {value!r}."
+        )
+    return value
+
+
+@strict
+class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
+    r"""
+    Configuration of [`OmniSiftForConditionalGeneration`]: every field of [`Qwen2_5OmniThinkerConfig`] plus the
+    OmniSIFT compression knobs. Loading a full Qwen2.5-Omni `config.json` reads its `thinker_config`.
+
+    The paper writes drop fractions, `rho = 1 - keep`; every knob here is a *keep* fraction.
+
+    keep_ratio (`float`, *optional*, defaults to 0.25):
+        Fraction of the audio + video tokens handed to the language model. Text and image tokens are never dropped.
+        `1.0` switches compression off (the model is then exactly Qwen2.5-Omni). Unless the per-modality ratios
+        below are set, the split between video and audio is derived per sample, see `derive_keep_ratios`.
+    video_keep_ratio (`float`, *optional*):
+        Fraction of the video tokens kept by spatio-temporal video pruning (STVP). Overrides the derived split.
+    audio_keep_ratio (`float`, *optional*):
+        Fraction of the audio tokens kept by the vision-guided audio selector (VGAS). Overrides the derived split.
+    selector_hidden_size (`int`, *optional*, defaults to 512):
+        Width of the selector's audio/video projections and cross-attention.
+    selector_num_heads (`int`, *optional*, defaults to 8):
+        Attention heads of the selector's cross-attention (not recoverable from weight shapes: the reference uses 8).
+    selector_mlp_size (`int`, *optional*, defaults to 256):
+        Hidden width of the selector's scoring MLP.
+
+    Example:
+
+    ```python
+    >>> from omnisift_hf import OmniSiftConfig
+
+    >>> config = OmniSiftConfig(keep_ratio=0.35)
+    >>> config.keep_ratio
+    0.35
+    ```"""
+
+    model_type = "omnisift"
+    base_config_key = "thinker_config"
+
+    keep_ratio: float | int = 0.25
+    video_keep_ratio: float | int | None = None
+    audio_keep_ratio: float | int | None = None
+    selector_hidden_size: int = 512
+    selector_num_heads: int = 8
+    selector_mlp_size: int = 256
+    # Read by `get_rope_index` but not declared by the parent config: declared here so that a config built in code
+    # (not loaded from a Qwen checkpoint, which carries them) still works.
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+
+    def validate_keep_ratios(self):
+        """Part of `@strict` validation: every ratio lies in (0, 1]."""
+        check_keep_ratio("keep_ratio", self.keep_ratio, allow_none=False)
+        check_keep_ratio("video_keep_ratio", self.video_keep_ratio)
+        check_keep_ratio("audio_keep_ratio", self.audio_keep_ratio)
+
+    def validate_selector_sizes(self):
+        """Part of `@strict` validation: the selector's sizes are positive and its heads divide its width."""
+        for name in ("selector_hidden_size", "selector_num_heads", "selector_mlp_size"):
+            value = getattr(self, name)
+            if value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        if self.selector_hidden_size % self.selector_num_heads != 0:
+            raise ValueError(
+                f"`selector_hidden_size` ({self.selector_hidden_size}) must be divisible by `selector_num_heads` "
+                f"({self.selector_num_heads})."
+            )
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
+        # Overwritten -- read Qwen2.5-Omni configs (full model or thinker) as OmniSIFT configs without the
+        # "model of type X to instantiate a model of type omnisift" warning; the knobs then take their defaults.
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if config_dict.get("model_type") == _QWEN_OMNI_MODEL_TYPE and cls.base_config_key in config_dict:
+            config_dict = dict(config_dict[cls.base_config_key])
+        if config_dict.get("model_type") == _QWEN_OMNI_THINKER_MODEL_TYPE:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+            config_dict.pop("architectures", None)
+        return config_dict, kwargs
