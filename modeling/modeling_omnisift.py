@@ -153,6 +153,10 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
 
     config_class = OmniSiftConfig
     config: OmniSiftConfig
+    # The selector runs as one unit: `device_map="auto"` must never split it across devices.
+    _no_split_modules = [*Qwen2_5OmniThinkerForConditionalGeneration._no_split_modules, "OmniSiftAudioSelector"]
+    # Token selection has data-dependent shapes: no full-graph compilation.
+    _can_compile_fullgraph = False
 
     def __init__(self, config: OmniSiftConfig):
         super().__init__(config)
@@ -174,7 +178,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         selector_keys = {f"compressor.{name}" for name in self.compressor.state_dict()}
         if selector_keys <= set(loading_info.missing_keys):
             loading_info.missing_keys = set(loading_info.missing_keys) - selector_keys
-            logger.warning_once(
+            logger.warning(  # once per load, not once per process: every such model has an untrained selector
                 "The OmniSIFT audio selector (`compressor.*`) is not in this checkpoint and was randomly initialised: "
                 "it is untrained. Load an OmniSIFT checkpoint, train the selector, or use keep_ratio=1.0 (no "
                 "compression) or audio_keep_ratio=1.0 (video pruning only, which has no parameters)."
@@ -192,13 +196,14 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
     ) -> KeepRatios:
         """Validate per-call ratios and combine them with the config's (per-call modality ratio, per-call
         `keep_ratio`, configured modality ratio, configured `keep_ratio`, most specific first)."""
+        # The config validated itself when built, but its fields can be reassigned since: check them again.
         return resolve_keep_ratios(
             check_keep_ratio("keep_ratio", keep_ratio),
             check_keep_ratio("video_keep_ratio", video_keep_ratio),
             check_keep_ratio("audio_keep_ratio", audio_keep_ratio),
-            float(self.config.keep_ratio),
-            self.config.video_keep_ratio,
-            self.config.audio_keep_ratio,
+            check_keep_ratio("config.keep_ratio", self.config.keep_ratio, allow_none=False),
+            check_keep_ratio("config.video_keep_ratio", self.config.video_keep_ratio),
+            check_keep_ratio("config.audio_keep_ratio", self.config.audio_keep_ratio),
         )
 
     @can_return_tuple
@@ -527,7 +532,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         )
         video_padding = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
         video_padding[video_window, video_slot] = False
-        scores = self.compressor(audio, video, video_padding_mask=video_padding)[audio_window, audio_slot]  # (n_a,)
+        scores = self.compressor(audio, video, video_padding_mask=video_padding)  # (W, A)
+        scores = scores.to(flat_embeds.device)[audio_window, audio_slot]  # (n_a,); the selector may sit elsewhere
 
         hard = top_audio_per_window(
             scores, audio_window, audio_window_size, audio_keep_ratio[layout.pair_sample[active_pairs]]

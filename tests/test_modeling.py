@@ -163,6 +163,12 @@ def test_invalid_per_call_ratios_raise(model, av_inputs, name, value, error):
         model.generate(**av_inputs, **{name: value}, max_new_tokens=1)
 
 
+def test_invalid_config_ratio_set_after_construction_raises(model, av_inputs):
+    model.config.keep_ratio = 2.0  # assignment bypasses the config's own validation
+    with pytest.raises(ValueError, match="config.keep_ratio"):
+        model(**av_inputs)
+
+
 def test_compression_needs_input_ids(model, av_inputs):
     embeds = model.get_input_embeddings()(av_inputs["input_ids"])
     inputs = {k: v for k, v in av_inputs.items() if k != "input_ids"}
