@@ -6,6 +6,7 @@ interleaving of video and audio chunks), without needing a tokenizer, so each te
 
 import pytest
 import torch
+from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.tiny import TINY_TOKEN_IDS, tiny_config, tiny_inputs
@@ -44,6 +45,17 @@ def _media_counts(segments: list[tuple]) -> tuple[int, int, int, int]:
     audio_items = sum(1 for s in segments if s[0] == "audio" or (s[0] == "video" and s[4] is not None))
     image_patches = sum(s[1] * s[2] for s in segments if s[0] == "image")
     return video_patches, audio_items, image_patches, 0
+
+
+def full_model_config(thinker: Qwen2_5OmniThinkerConfig) -> Qwen2_5OmniConfig:
+    """The full Qwen2.5-Omni config around `thinker`, its talker using the same (tiny) special token ids."""
+    talker = {
+        name: getattr(thinker, name)
+        for name in ("audio_token_index", "image_token_index", "video_token_index", "vision_start_token_id",
+                     "vision_end_token_id", "audio_start_token_id", "audio_end_token_id")
+    }  # fmt: skip
+    talker.update(tts_text_start_token_id=143, tts_text_end_token_id=144, tts_text_pad_token_id=145)
+    return Qwen2_5OmniConfig(thinker_config=thinker.to_dict(), talker_config=talker)
 
 
 @pytest.fixture

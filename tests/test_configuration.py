@@ -5,8 +5,9 @@ import math
 import re
 
 import pytest
+from conftest import full_model_config
 from huggingface_hub.errors import StrictDataclassError
-from transformers import AutoConfig, Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
+from transformers import AutoConfig, Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftConfig
 from omnisift_hf.tiny import tiny_config
@@ -21,17 +22,6 @@ def tiny_thinker_config() -> Qwen2_5OmniThinkerConfig:
     for key in (*OMNISIFT_FIELDS, "model_type", "architectures", "transformers_version", "_name_or_path"):
         fields.pop(key, None)
     return Qwen2_5OmniThinkerConfig(**fields)
-
-
-def full_model_config(thinker: Qwen2_5OmniThinkerConfig) -> Qwen2_5OmniConfig:
-    """The full Qwen2.5-Omni config around `thinker`, its talker using the same (tiny) special token ids."""
-    talker = {
-        name: getattr(thinker, name)
-        for name in ("audio_token_index", "image_token_index", "video_token_index", "vision_start_token_id",
-                     "vision_end_token_id", "audio_start_token_id", "audio_end_token_id")
-    }  # fmt: skip
-    talker.update(tts_text_start_token_id=143, tts_text_end_token_id=144, tts_text_pad_token_id=145)
-    return Qwen2_5OmniConfig(thinker_config=thinker.to_dict(), talker_config=talker)
 
 
 def assert_default_knobs(config: OmniSiftConfig) -> None:

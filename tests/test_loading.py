@@ -7,13 +7,12 @@ import logging
 import pytest
 import torch
 import transformers.conversion_mapping as conversion_mapping
-from conftest import build_inputs
+from conftest import build_inputs, full_model_config
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
     AutoModelForImageTextToText,
     AutoModelForMultimodalLM,
-    Qwen2_5OmniConfig,
     Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
 )
@@ -84,17 +83,6 @@ def native_thinker(seed: int = 0) -> Qwen2_5OmniThinkerForConditionalGeneration:
     model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config())
     perturb_(model, seed + 1)
     return model.eval()
-
-
-def full_model_config(thinker: Qwen2_5OmniThinkerConfig) -> Qwen2_5OmniConfig:
-    """The full Qwen2.5-Omni config around `thinker`, its talker using the same (tiny) special token ids."""
-    talker = {
-        name: getattr(thinker, name)
-        for name in ("audio_token_index", "image_token_index", "video_token_index", "vision_start_token_id",
-                     "vision_end_token_id", "audio_start_token_id", "audio_end_token_id")
-    }  # fmt: skip
-    talker.update(tts_text_start_token_id=143, tts_text_end_token_id=144, tts_text_pad_token_id=145)
-    return Qwen2_5OmniConfig(thinker_config=thinker.to_dict(), talker_config=talker)
 
 
 def hub_key(name: str) -> str:
