@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import IDS, build_inputs, select_sample
-from transformers import GenerationMixin
+from transformers import GenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
 
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.tiny import tiny_config
@@ -116,10 +116,20 @@ def test_generate_compresses_inside_generate(model, av_inputs):
 
 
 def test_generate_keep_ratio_one_is_the_base_model(model, av_inputs):
+    native = Qwen2_5OmniThinkerForConditionalGeneration(model.config).eval()
+    missing, unexpected = native.load_state_dict(model.state_dict(), strict=False)
+    assert not missing and all(key.startswith("compressor.") for key in unexpected)
+    settings = {"max_new_tokens": 5, "do_sample": False, "return_dict_in_generate": True, "output_scores": True}
     with torch.no_grad():
-        ours = model.generate(**av_inputs, keep_ratio=1.0, max_new_tokens=5, do_sample=False)
-        base = super(OmniSiftForConditionalGeneration, model).generate(**av_inputs, max_new_tokens=5, do_sample=False)
-    assert torch.equal(ours, base)
+        compressed = model.generate(**av_inputs, keep_ratio=0.25, **settings)
+        ours = model.generate(**av_inputs, keep_ratio=1.0, **settings)
+        base = native.generate(**av_inputs, **settings)
+    assert torch.equal(ours.sequences, base.sequences)
+    assert all(torch.equal(a, b) for a, b in zip(ours.scores, base.scores, strict=True))
+    assert not torch.equal(compressed.scores[0], base.scores[0])
+    # The stats describe the latest call (nothing dropped), not the earlier compressed one.
+    assert model.compression_stats.num_kept_video_tokens.item() == model.compression_stats.num_video_tokens.item()
+    assert model.compression_stats.kept_token_index is None
 
 
 def test_generate_routes_modality_ratios(model, av_inputs):

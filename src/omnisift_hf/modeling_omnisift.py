@@ -269,7 +269,10 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         if not has_media or ratios.is_identity:
             # The off switch: nothing to compress, so this is exactly the Qwen2.5-Omni thinker.
             outputs = super().forward(**parent_kwargs, labels=labels, **kwargs)
-            counts = self._count_media_tokens(input_ids) if has_media else {}
+            if not has_media:
+                return OmniSiftCausalLMOutputWithPast(**outputs)
+            counts = self._count_media_tokens(input_ids)
+            self.compression_stats = OmniSiftCausalLMOutputWithPast(**counts)
             return OmniSiftCausalLMOutputWithPast(**outputs, **counts)
         if input_ids is None:
             raise ValueError(
