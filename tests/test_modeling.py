@@ -13,6 +13,8 @@ BATCH = [
     [("text", 2), ("video", 3, 8, 8, 300)],
     [("text", 9), ("video", 5, 8, 8, 500), ("text", 1)],
 ]
+# Rows with nothing to compress, or with audio but no video, next to a row that is compressed.
+MIXED_BATCH = [[("text", 6)], [("text", 2), ("video", 3, 8, 8, 300)], [("audio", 200), ("text", 3)]]
 
 
 def _kept_real_index(output, row: int, input_mask: torch.Tensor) -> torch.Tensor:
@@ -59,26 +61,31 @@ def test_embedding_stage_matches_parent(model, av_inputs):
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_padded_batch_equals_per_sample(attn_implementation):
+@pytest.mark.parametrize("samples", [BATCH, MIXED_BATCH], ids=["av-clips", "mixed"])
+def test_padded_batch_equals_per_sample(attn_implementation, samples):
     torch.manual_seed(0)
     model = OmniSiftForConditionalGeneration(tiny_config()).eval()
     model.set_attn_implementation(attn_implementation)
-    inputs = build_inputs(BATCH)
+    inputs = build_inputs(samples)
     with torch.no_grad():
         batched = model(**inputs, keep_ratio=0.25)
         batched_tokens = model.generate(**inputs, keep_ratio=0.25, max_new_tokens=6, do_sample=False)
-    for row in range(len(BATCH)):
-        single_inputs = select_sample(inputs, BATCH, row)
+    for row in range(len(samples)):
+        single_inputs = select_sample(inputs, samples, row)
         with torch.no_grad():
             single = model(**single_inputs, keep_ratio=0.25)
             single_tokens = model.generate(**single_inputs, keep_ratio=0.25, max_new_tokens=6, do_sample=False)
-        # Kept indices exactly, then logits, then greedy tokens.
-        assert torch.equal(_kept_real_index(batched, row, inputs["attention_mask"]), single.kept_token_index[0])
+        # Kept indices exactly, then logits, then greedy tokens. A row alone with nothing to compress runs the
+        # parent's forward and keeps every token.
+        real_length = int(inputs["attention_mask"][row].sum())
+        single_index = single.kept_token_index
+        single_index = torch.arange(real_length) if single_index is None else single_index[0]
+        assert torch.equal(_kept_real_index(batched, row, inputs["attention_mask"]), single_index)
         kept = single.logits.shape[1]
         torch.testing.assert_close(batched.logits[row, -kept:], single.logits[0], rtol=1e-5, atol=1e-5)
         assert torch.equal(batched_tokens[row, -6:], single_tokens[0, -6:])
         for name in ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens"):
-            assert batched[name][row] == single[name][0]
+            assert batched[name][row] == (0 if getattr(single, name) is None else getattr(single, name)[0])
 
 
 def test_generate_needs_the_pruned_state_after_prefill(monkeypatch):
