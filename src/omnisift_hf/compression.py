@@ -186,7 +186,7 @@ def media_layout(video_mask: torch.Tensor, audio_mask: torch.Tensor, temporal_id
     Returns:
         [`MediaLayout`].
     """
-    batch_size, seq_len = video_mask.shape
+    seq_len = video_mask.shape[1]
     device = video_mask.device
     media = video_mask | audio_mask
     previous = torch.zeros_like(media)
