@@ -9,22 +9,39 @@ import torch
 
 from .configuration_omnisift import OmniSiftConfig
 
-__all__ = ["TINY_TOKEN_IDS", "audio_token_count", "tiny_config", "tiny_inputs"]
+__all__ = [
+    "DEFAULT_SYSTEM_PROMPT",
+    "TINY_TOKEN_IDS",
+    "audio_token_count",
+    "save_tiny_default",
+    "tiny_config",
+    "tiny_inputs",
+    "tiny_model",
+    "tiny_processor",
+    "tiny_tokenizer",
+    "write_synthetic_audio",
+    "write_synthetic_clip",
+]
 
-# Special token ids of the tiny vocabulary (size 160); ids 1..139 are ordinary text tokens, 0 is padding.
-TINY_TOKEN_IDS = {
-    "pad": 0,
-    "im_start": 140,
-    "im_end": 141,
-    "endoftext": 142,
-    "audio": 150,
-    "image": 151,
-    "video": 152,
-    "vision_start": 153,
-    "vision_end": 154,
-    "audio_start": 155,
-    "audio_end": 156,
+# The tiny vocabulary: ids 0..399 are the byte-level BPE of `tiny_tokenizer()` (256 bytes + 144 merges), then the
+# Qwen2.5-Omni special tokens, in this order, then unused ids up to the embedding size 416. Padding is
+# `<|endoftext|>`, as in Qwen2.5-Omni.
+TINY_TEXT_VOCAB_SIZE = 400
+TINY_VOCAB_SIZE = 416
+TINY_SPECIAL_TOKENS = {
+    "im_start": "<|im_start|>",
+    "im_end": "<|im_end|>",
+    "endoftext": "<|endoftext|>",
+    "audio": "<|AUDIO|>",
+    "image": "<|IMAGE|>",
+    "video": "<|VIDEO|>",
+    "vision_start": "<|vision_bos|>",
+    "vision_end": "<|vision_eos|>",
+    "audio_start": "<|audio_bos|>",
+    "audio_end": "<|audio_eos|>",
 }
+TINY_TOKEN_IDS = {name: TINY_TEXT_VOCAB_SIZE + i for i, name in enumerate(TINY_SPECIAL_TOKENS)}
+TINY_TOKEN_IDS["pad"] = TINY_TOKEN_IDS["endoftext"]
 
 
 def tiny_config(**overrides) -> OmniSiftConfig:
@@ -33,7 +50,7 @@ def tiny_config(**overrides) -> OmniSiftConfig:
     ids = TINY_TOKEN_IDS
     fields = {
         "text_config": {
-            "vocab_size": 160,
+            "vocab_size": TINY_VOCAB_SIZE,
             "hidden_size": 32,
             "intermediate_size": 64,
             "num_hidden_layers": 2,
@@ -181,3 +198,232 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
     if use_audio_in_video:
         inputs["use_audio_in_video"] = True
     return inputs
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The embedded default: tokenizer, processor, model and a synthetic clip, all built offline in seconds.
+# ----------------------------------------------------------------------------------------------------------------------
+# Qwen2.5-Omni's recommended system prompt (the model was trained with it).
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
+    "visual inputs, as well as generating text and speech."
+)
+
+# A ChatML template that renders like Qwen2.5-Omni's: a default system turn, media items as
+# <|vision_bos|><|VIDEO|><|vision_eos|> / <|vision_bos|><|IMAGE|><|vision_eos|> / <|audio_bos|><|AUDIO|><|audio_eos|>
+# placeholders (the processor expands them), text items verbatim.
+TINY_CHAT_TEMPLATE = (
+    "{%- set default_system = '" + DEFAULT_SYSTEM_PROMPT + "' -%}"
+    "{%- if messages[0]['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' or 'image' in item or 'image_url' in item -%}"
+    "{{- '<|vision_bos|><|IMAGE|><|vision_eos|>' -}}"
+    "{%- elif item['type'] == 'video' or 'video' in item -%}{{- '<|vision_bos|><|VIDEO|><|vision_eos|>' -}}"
+    "{%- elif item['type'] == 'audio' or 'audio' in item -%}{{- '<|audio_bos|><|AUDIO|><|audio_eos|>' -}}"
+    "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+_COLORS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple")
+_SHAPES = ("square", "circle", "ball", "box", "person", "dog", "car", "bird")
+_ACTIONS = ("moves left", "moves right", "jumps", "stays still", "spins", "falls", "grows", "disappears")
+_SOUNDS = ("a low tone", "a high tone", "a beep", "music", "speech", "silence", "a whistle", "a drum")
+
+
+def _tokenizer_corpus() -> list[str]:
+    """A few hundred template sentences about clips: enough text for 144 BPE merges."""
+    lines = [
+        "system\nuser\nassistant\n" + DEFAULT_SYSTEM_PROMPT,
+        "What is happening in this video? Describe the clip.",
+    ]
+    for color in _COLORS:
+        for shape in _SHAPES:
+            lines.append(f"What color is the {shape}? The {shape} is {color}.")
+            for action in _ACTIONS:
+                sound = _SOUNDS[(len(color) + len(action)) % len(_SOUNDS)]
+                lines.append(f"The {color} {shape} {action} while we hear {sound}.")
+    lines += [f"What sound do you hear in the audio? I hear {sound}." for sound in _SOUNDS]
+    return lines
+
+
+def tiny_tokenizer():
+    """A `Qwen2Tokenizer` (byte-level BPE, Qwen's pre-tokenizer) with a 400-token vocabulary trained in code on
+    template sentences, plus every special token the Qwen2.5-Omni chat template and processor use, at the ids of
+    `TINY_TOKEN_IDS`. Deterministic: the same vocabulary on every machine."""
+    import json
+
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_TEXT_VOCAB_SIZE, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_tokenizer_corpus(), trainer)
+    trained = json.loads(bpe.to_str())["model"]
+    if len(trained["vocab"]) != TINY_TEXT_VOCAB_SIZE:  # a tokenizers release that merges differently
+        raise RuntimeError(f"tiny tokenizer: expected {TINY_TEXT_VOCAB_SIZE} BPE tokens, got {len(trained['vocab'])}")
+    vocab = dict(trained["vocab"])
+    vocab.update({token: TINY_TOKEN_IDS[name] for name, token in TINY_SPECIAL_TOKENS.items()})
+    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in trained["merges"]]
+    special = TINY_SPECIAL_TOKENS
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token=special["im_end"],
+        pad_token=special["endoftext"],
+        extra_special_tokens={
+            "image_token": special["image"],
+            "audio_token": special["audio"],
+            "video_token": special["video"],
+            "vision_bos_token": special["vision_start"],
+            "vision_eos_token": special["vision_end"],
+            "audio_bos_token": special["audio_start"],
+            "audio_eos_token": special["audio_end"],
+        },
+        padding_side="left",
+        model_max_length=32768,
+    )
+    # Every special token is atomic when it appears in text (the vocabulary already holds them at their ids).
+    tokenizer.add_tokens(list(special.values()), special_tokens=True)
+    for name, token in special.items():
+        if tokenizer.convert_tokens_to_ids(token) != TINY_TOKEN_IDS[name]:
+            raise RuntimeError(f"tiny tokenizer: {token} got id {tokenizer.convert_tokens_to_ids(token)}")
+    return tokenizer
+
+
+def tiny_processor():
+    """A `Qwen2_5OmniProcessor` for the tiny model: `tiny_tokenizer()`, Qwen2.5-Omni's image/video processors (14-pixel
+    patches, temporal patch 2, merge size 2) and its 128-bin Whisper feature extractor (16 kHz), with
+    `TINY_CHAT_TEMPLATE`. `save_pretrained` / `AutoProcessor.from_pretrained` round-trip offline."""
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    vision = {
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+    }
+    return Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(**vision),
+        video_processor=Qwen2VLVideoProcessor(**vision),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=300),
+        tokenizer=tiny_tokenizer(),
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
+def tiny_model(seed: int = 0, **config_overrides):
+    """A randomly initialised `OmniSiftForConditionalGeneration` on `tiny_config(**config_overrides)`, in eval mode,
+    with a generation config that stops at `<|im_end|>` and pads with `<|endoftext|>`."""
+    from .modeling_omnisift import OmniSiftForConditionalGeneration
+
+    torch.manual_seed(seed)
+    model = OmniSiftForConditionalGeneration(tiny_config(**config_overrides)).eval()
+    model.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
+    model.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    return model
+
+
+def save_tiny_default(directory, seed: int = 0) -> str:
+    """Write `tiny_model(seed)` and `tiny_processor()` into `directory` (one directory that `from_pretrained`,
+    `AutoProcessor.from_pretrained` and `pipeline("omni-qa", model=directory)` load) and return its path."""
+    import os
+
+    tiny_model(seed).save_pretrained(directory)
+    tiny_processor().save_pretrained(directory)
+    return os.fspath(directory)
+
+
+def write_synthetic_clip(
+    path,
+    seconds: float = 20.0,
+    fps: int = 10,
+    size: tuple[int, int] = (112, 112),
+    audio: bool = True,
+    sampling_rate: int = 16000,
+) -> str:
+    """Write a synthetic audio-visual clip with PyAV (H.264 video; AAC audio in .mp4/.mkv, Opus in .webm, Vorbis in .ogv).
+
+    The video shows a coloured square that moves across a grey background and changes colour every 2 seconds; the
+    audio is a tone whose pitch follows the square's colour. Deterministic, offline, well under a second for 20 s.
+    """
+    import math
+    import os
+
+    import av
+    import numpy as np
+
+    height, width = size
+    num_frames = max(1, round(seconds * fps))
+    colors = np.array([[220, 40, 40], [40, 200, 60], [50, 80, 230], [240, 220, 40]], dtype=np.uint8)
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    audio_codec = {".webm": "libopus", ".ogv": "libvorbis"}.get(suffix, "aac")
+    video_codec = {".webm": "libvpx", ".ogv": "libtheora"}.get(suffix, "libx264")
+    with av.open(os.fspath(path), mode="w") as container:
+        video_stream = container.add_stream(video_codec, rate=fps)
+        video_stream.width, video_stream.height, video_stream.pix_fmt = width, height, "yuv420p"
+        audio_stream = None
+        if audio:
+            audio_rate = 48000 if audio_codec == "libopus" else sampling_rate
+            audio_stream = container.add_stream(audio_codec, rate=audio_rate, layout="mono")
+        for index in range(num_frames):
+            frame = np.full((height, width, 3), 128, dtype=np.uint8)
+            side = max(2, min(height, width) // 4)
+            x = int((width - side) * (index / max(num_frames - 1, 1)))
+            y = (height - side) // 2
+            frame[y : y + side, x : x + side] = colors[int(index / fps // 2) % len(colors)]
+            for packet in video_stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in video_stream.encode():
+            container.mux(packet)
+        if audio_stream is not None:
+            rate = audio_stream.rate
+            time = np.arange(round(seconds * rate)) / rate
+            pitch = 220.0 * 2.0 ** ((time // 2) % len(colors) / 2.0)
+            wave = (0.3 * np.sin(2 * math.pi * np.cumsum(pitch) / rate)).astype(np.float32)
+            chunk = 1024
+            for start in range(0, len(wave), chunk):
+                piece = wave[None, start : start + chunk]
+                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="flt", layout="mono")
+                frame.sample_rate, frame.pts = rate, start
+                for packet in audio_stream.encode(frame):
+                    container.mux(packet)
+            for packet in audio_stream.encode():
+                container.mux(packet)
+    return os.fspath(path)
+
+
+def write_synthetic_audio(path, seconds: float = 4.0, sampling_rate: int = 16000) -> str:
+    """Write a mono tone sweep with soundfile (format from the suffix: .wav, .flac, .ogg)."""
+    import os
+
+    import numpy as np
+    import soundfile
+
+    time = np.arange(round(seconds * sampling_rate)) / sampling_rate
+    wave = 0.3 * np.sin(2 * np.pi * (220.0 + 110.0 * time / max(seconds, 1e-6)) * time)
+    soundfile.write(os.fspath(path), wave.astype(np.float32), sampling_rate)
+    return os.fspath(path)
