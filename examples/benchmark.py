@@ -19,14 +19,14 @@ import statistics
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import tiny_config, tiny_inputs
+from omnisift_hf.profiling import count_prefill_flops
+from omnisift_hf.tiny import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_config, tiny_inputs
 
 MID_SIZE = {
     "text_config": {
-        "vocab_size": 160,
+        "vocab_size": TINY_VOCAB_SIZE,
         "hidden_size": 1024,
         "intermediate_size": 2816,
         "num_hidden_layers": 8,
@@ -34,8 +34,8 @@ MID_SIZE = {
         "num_key_value_heads": 4,
         "max_position_embeddings": 32768,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
-        "pad_token_id": 0,
-        "eos_token_id": 141,
+        "pad_token_id": TINY_TOKEN_IDS["pad"],
+        "eos_token_id": TINY_TOKEN_IDS["im_end"],
     },
     "vision_config": {
         "depth": 2,
@@ -58,15 +58,6 @@ MID_SIZE = {
     "selector_mlp_size": 256,
 }
 
-FLOP_GROUPS = {
-    "vision encoder": ".model.visual",
-    "audio encoder": ".model.audio_tower",
-    "selector": ".compressor",
-    "decoder": ".model.language_model",
-    "lm_head": ".lm_head",
-}
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -77,16 +68,6 @@ def move(value, device: str, dtype: torch.dtype):
     if not torch.is_tensor(value):
         return value
     return value.to(device, dtype) if torch.is_floating_point(value) else value.to(device)
-
-
-def count_flops(model, inputs, keep_ratio: float) -> dict[str, int]:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(**inputs, keep_ratio=keep_ratio)
-    per_module = counter.get_flop_counts()
-    root = type(model).__name__
-    flops = {name: sum(per_module.get(root + suffix, {}).values()) for name, suffix in FLOP_GROUPS.items()}
-    flops["total"] = sum(per_module.get("Global", {}).values())
-    return flops
 
 
 def time_prefill(model, inputs, keep_ratio: float, repeats: int) -> dict[str, float]:
@@ -149,7 +130,7 @@ def main() -> None:
                 "keep_ratio": keep_ratio,
                 "retention": kept / total,
                 "sequence_length": out.logits.shape[1],
-                "flops": count_flops(model, inputs, keep_ratio),
+                "flops": count_prefill_flops(model, inputs, keep_ratio=keep_ratio),
                 **time_prefill(model, inputs, keep_ratio, args.repeats),
             }
         )

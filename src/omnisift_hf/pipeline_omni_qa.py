@@ -264,7 +264,11 @@ class OmniQAPipeline(Pipeline):
         # Videos with and without interleaved audio need different position ids: one generate() per kind.
         for use_audio_in_video, indices in _group_by_audio_in_video(samples).items():
             batch = collate_omni_inputs([samples[i] for i in indices], self.processor.tokenizer.pad_token_id)
-            batch = self._ensure_tensor_on_device(batch, device=self.device)
+            # Pixels and mel features in the model's dtype (bf16 checkpoints), ids and grids as they are.
+            batch = {
+                key: value.to(self.model.dtype) if torch.is_floating_point(value) else value
+                for key, value in self._ensure_tensor_on_device(batch, device=self.device).items()
+            }
             self.model.compression_stats = None
             sequences = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
             prompt_length = batch["input_ids"].shape[1]
