@@ -197,6 +197,11 @@ class OmniQAPipeline(Pipeline):
                         with_audio += 1
                     else:
                         silent += 1
+                        if use_audio_in_video:
+                            logger.warning_once(
+                                "omni-qa: use_audio_in_video=True, but a video has no audio track; it is used "
+                                "without sound."
+                            )
                 items.append({"type": kind})
             template_messages.append({"role": message["role"], "content": items})
 
