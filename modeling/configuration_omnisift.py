@@ -124,3 +124,7 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
             config_dict = {**config_dict, "model_type": cls.model_type}
             config_dict.pop("architectures", None)
         return config_dict, kwargs
+
+
+# `save_pretrained` then copies this file next to config.json and records it in `auto_map` (remote code).
+OmniSiftConfig.register_for_auto_class("AutoConfig")

@@ -24,7 +24,17 @@ from .configuration_omnisift import OmniSiftConfig, check_keep_ratio
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["OmniSiftAudioSelector", "OmniSiftCausalLMOutputWithPast", "OmniSiftForConditionalGeneration"]
+__all__ = [
+    "AUTO_MODEL_CLASSES",
+    "OmniSiftAudioSelector",
+    "OmniSiftCausalLMOutputWithPast",
+    "OmniSiftForConditionalGeneration",
+    "remote_code_auto_map",
+]
+
+# The Auto classes that resolve the `omnisift` model type (see the registration in `__init__.py`). A saved directory
+# lists each of them in `auto_map`, so that each also loads it with `trust_remote_code=True`.
+AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
 
 # Qwen2.5-Omni checkpoints store the thinker under `thinker.` (and its decoder under `thinker.model.`); transformers
 # renames those keys only for classes it knows or that are registered. Without this line every decoder weight would be
@@ -184,6 +194,38 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
                 "compression) or audio_keep_ratio=1.0 (video pruning only, which has no parameters)."
             )
         super()._adjust_missing_and_unexpected_keys(loading_info)
+
+    # ------------------------------------------------------------------------------------------------------------------
+    # Saving
+    # ------------------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory, *args, processor=None, **kwargs) -> None:
+        r"""
+        As [`PreTrainedModel.save_pretrained`], plus the remote-code files with an `auto_map` for every Auto class, and:
+
+        processor (`ProcessorMixin`, *optional*):
+            The processor the model is used with (e.g. `Qwen2_5OmniProcessor`), saved into the same directory so that
+            it serves `from_pretrained`, `AutoProcessor.from_pretrained` and `pipeline("omni-qa")` at once.
+        """
+        # Overwritten -- `register_for_auto_class` (end of this module) makes transformers copy the remote-code files,
+        # but records a single Auto class in `auto_map`: list the config and every Auto class the model answers to.
+        # `push_to_hub` saves through this method too.
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **remote_code_auto_map()}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        processor = processor if processor is not None else getattr(self, "_processor_to_push", None)
+        if processor is not None:
+            processor.save_pretrained(save_directory)
+
+    def push_to_hub(self, repo_id: str, *args, processor=None, **kwargs) -> str:
+        r"""
+        As [`PreTrainedModel.push_to_hub`]; with `processor`, its files are uploaded in the same commit.
+        """
+        # transformers' push_to_hub calls `save_pretrained(tmp_dir, max_shard_size=...)` without a way to pass more
+        # arguments: hand the processor over for the duration of the call.
+        self._processor_to_push = processor
+        try:
+            return super().push_to_hub(repo_id, *args, **kwargs)
+        finally:
+            self._processor_to_push = None
 
     # ------------------------------------------------------------------------------------------------------------------
     # Forward
@@ -559,6 +601,22 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         return super()._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
         )
+
+
+def remote_code_auto_map() -> dict[str, str]:
+    """The `auto_map` of a saved OmniSIFT directory: `AutoConfig` and every Auto class in `AUTO_MODEL_CLASSES`, each
+    pointing at a class of the remote-code files saved next to the weights (`configuration_omnisift.py`,
+    `modeling_omnisift.py`)."""
+    config_reference = f"{OmniSiftConfig.__module__.rsplit('.', 1)[-1]}.{OmniSiftConfig.__name__}"
+    model_class = OmniSiftForConditionalGeneration
+    model_reference = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
+    return {"AutoConfig": config_reference, **dict.fromkeys(AUTO_MODEL_CLASSES, model_reference)}
+
+
+# With an Auto class registered, `save_pretrained` / `push_to_hub` copy this module and the modules it imports
+# relatively (the remote-code bundle) next to the weights and write `auto_map` into config.json, so that the saved
+# directory loads with `trust_remote_code=True` where `omnisift_hf` is not installed.
+OmniSiftForConditionalGeneration.register_for_auto_class("AutoModel")
 
 
 def _pad_slots(segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor, int]:

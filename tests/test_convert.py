@@ -1,0 +1,528 @@
+"""The converter (`python -m omnisift_hf.convert`, `omnisift-convert`): a tiny checkpoint in the published OmniSIFT
+layout (and a plain Qwen2.5-Omni one plus `--selector`) converted and loaded; selector placement, a slow reference of
+the selector, full-model logits, file set and key layout, the model card, Hub source / push stand-ins, and bad inputs
+that must stop the conversion with a clear message and leave no DST."""
+
+import configparser
+import importlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import build_inputs
+from huggingface_hub import ModelCard
+from reference_layout import (
+    LEFT_BEHIND,
+    PROCESSOR_FILES,
+    native_thinker_config,
+    perturb_,
+    random_model,
+    write_reference_checkpoint,
+    write_selector_file,
+)
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from transformers import AutoModel, Qwen2_5OmniThinkerForConditionalGeneration
+
+import omnisift_hf.convert as convert_module
+from omnisift_hf import OmniSiftAudioSelector, OmniSiftConfig, OmniSiftForConditionalGeneration
+from omnisift_hf.bundle import REMOTE_CODE_FILES
+from omnisift_hf.convert import convert, main
+
+ROOT = Path(__file__).resolve().parent.parent
+SELECTOR_PREFIX = "thinker.compressor."
+# What every converted directory holds besides the weights and the processor files.
+CONVERTED_FILES = {"config.json", "README.md", *REMOTE_CODE_FILES}
+RATIOS = {"keep_ratio": 0.35, "audio_keep_ratio": 0.6}
+NUM_HEADS = 2  # the tiny selector's head count (`tiny_config`)
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        tensors.update(load_file(path))
+    return tensors
+
+
+def leftovers(parent: Path, name: str) -> list[str]:
+    """Entries of `parent` a conversion into `parent / name` may have left: DST itself or its staging directory."""
+    return sorted(p.name for p in parent.iterdir() if p.name == name or p.name.startswith(f".{name}."))
+
+
+def reference_selector_scores(
+    raw: dict[str, torch.Tensor], audio: torch.Tensor, video: torch.Tensor, num_heads: int
+) -> torch.Tensor:
+    """VGAS written out from the paper with plain matmuls, in float64: `a = LN(W_a audio)`, `v = LN(W_v video)`,
+    `x = LN(MHA(q=a, k=v, v=v) + a)`, `s = sigmoid(W_2 SiLU(W_1 x))`. `raw` holds the checkpoint's tensors by bare
+    name; the stacked in-projection is q | k | v and q is applied to the audio.
+
+    Args:
+        audio (`torch.Tensor` of shape `(A, D)`), video (`torch.Tensor` of shape `(V, D)`): one window.
+
+    Returns:
+        `torch.Tensor` of shape `(A,)`.
+    """
+    raw = {name: tensor.double() for name, tensor in raw.items()}
+    audio, video = audio.double(), video.double()
+
+    def linear(x, name):
+        return x @ raw[f"{name}.weight"].T + raw[f"{name}.bias"]
+
+    def layer_norm(x, name):
+        mean = x.mean(-1, keepdim=True)
+        variance = ((x - mean) ** 2).mean(-1, keepdim=True)
+        return (x - mean) / torch.sqrt(variance + 1e-5) * raw[f"{name}.weight"] + raw[f"{name}.bias"]
+
+    a = layer_norm(linear(audio, "a_proj"), "a_norm")  # (A, d)
+    v = layer_norm(linear(video, "v_proj"), "v_norm")  # (V, d)
+    width = a.shape[-1]
+    w_q, w_k, w_v = raw["cross_attn.in_proj_weight"].split(width)
+    b_q, b_k, b_v = raw["cross_attn.in_proj_bias"].split(width)
+    q, k, values = a @ w_q.T + b_q, v @ w_k.T + b_k, v @ w_v.T + b_v
+    head = width // num_heads
+    heads = []
+    for h in range(num_heads):
+        columns = slice(h * head, (h + 1) * head)
+        weights = torch.softmax(q[:, columns] @ k[:, columns].T / math.sqrt(head), dim=-1)  # (A, V)
+        heads.append(weights @ values[:, columns])
+    attended = linear(torch.cat(heads, dim=-1), "cross_attn.out_proj")
+    x = layer_norm(attended + a, "post_attn_norm")
+    return torch.sigmoid(linear(F.silu(linear(x, "score_head.0")), "score_head.2")).squeeze(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fixtures
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """(model, directory) of a tiny OmniSIFT checkpoint in the published layout."""
+    directory = tmp_path_factory.mktemp("reference") / "OmniSIFT-tiny"
+    model = random_model(seed=0)
+    write_reference_checkpoint(directory, model)
+    return model, directory
+
+
+@pytest.fixture(scope="module")
+def converted(source, tmp_path_factory):
+    _, directory = source
+    dst = tmp_path_factory.mktemp("converted") / "omnisift-tiny"
+    convert(directory, dst, selector_num_heads=NUM_HEADS, base_model="dingyue1011/OmniSIFT-7B", **RATIOS)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def raw_selector(source) -> dict[str, torch.Tensor]:
+    """The selector tensors exactly as the source checkpoint stores them, by bare name."""
+    _, directory = source
+    raw = {}
+    for path in sorted(directory.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                if key.startswith(SELECTOR_PREFIX):
+                    raw[key.removeprefix(SELECTOR_PREFIX)] = f.get_tensor(key)
+    assert len(raw) == 18
+    return raw
+
+
+@pytest.fixture(scope="module")
+def media_inputs():
+    """One clip: 4 temporal slices of 4 x 4 patches (4 tokens each) with 100 audio tokens interleaved."""
+    return build_inputs([[("text", 3), ("video", 4, 4, 4, 400), ("text", 2)]])
+
+
+@pytest.fixture(scope="module")
+def expected_output(source, media_inputs):
+    """The source model's output at the ratios the converted config records."""
+    model, _ = source
+    with torch.no_grad():
+        return model(**media_inputs, **RATIOS)
+
+
+@pytest.fixture(scope="module")
+def plain_qwen(tmp_path_factory):
+    """(model, directory) of a plain Qwen2.5-Omni checkpoint (no selector) whose thinker is `model`'s."""
+    directory = tmp_path_factory.mktemp("plain") / "Qwen2.5-Omni-tiny"
+    model = random_model(seed=40)
+    write_reference_checkpoint(directory, model, with_selector=False)
+    return model, directory
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The published layout, converted
+# ----------------------------------------------------------------------------------------------------------------------
+def test_converted_file_set(converted):
+    names = {p.name for p in converted.iterdir()}
+    weights = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"}
+    assert names == CONVERTED_FILES | weights | set(PROCESSOR_FILES)
+    assert not names & set(LEFT_BEHIND)  # speech assets stay behind
+    for name, content in PROCESSOR_FILES.items():
+        assert (converted / name).read_text() == content, name
+    for name in REMOTE_CODE_FILES:
+        assert (converted / name).read_text() == (ROOT / "modeling" / name).read_text(), name
+    assert leftovers(converted.parent, converted.name) == [converted.name]  # no staging directory left
+
+
+def test_converted_config(converted, tmp_path):
+    config = json.loads((converted / "config.json").read_text())
+    assert config["model_type"] == "omnisift"
+    assert config["architectures"] == ["OmniSiftForConditionalGeneration"]
+    assert config["keep_ratio"] == 0.35
+    assert config["audio_keep_ratio"] == 0.6
+    assert config.get("video_keep_ratio") is None
+    # Sizes from the tensor shapes (16 wide, scoring MLP 8), heads from the option.
+    assert (config["selector_hidden_size"], config["selector_num_heads"], config["selector_mlp_size"]) == (16, 2, 8)
+    # The same auto_map as `save_pretrained` writes: config plus the four Auto classes.
+    random_model(seed=3).save_pretrained(tmp_path)
+    assert config["auto_map"] == json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(config["auto_map"]) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForImageTextToText",
+        "AutoModelForMultimodalLM",
+    }
+    assert config["dtype"] == "float32"
+
+
+def test_converted_keys_are_the_save_pretrained_layout(source, converted, tmp_path):
+    model, _ = source
+    model.save_pretrained(tmp_path)
+    saved, ours = read_weights(tmp_path), read_weights(converted)
+    assert set(ours) == set(saved)
+    assert [k for k in ours if not torch.equal(ours[k], saved[k])] == []
+
+
+def test_one_output_shard_per_input_shard(source, converted):
+    _, directory = source
+    source_map = json.loads((directory / "model.safetensors.index.json").read_text())["weight_map"]
+    converted_map = json.loads((converted / "model.safetensors.index.json").read_text())["weight_map"]
+    expected = {k.removeprefix("thinker."): shard for k, shard in source_map.items() if k.startswith("thinker.")}
+    assert converted_map == expected
+
+
+def test_selector_tensors_land_in_place(converted, raw_selector):
+    model = OmniSiftForConditionalGeneration.from_pretrained(converted)
+    width = model.config.selector_hidden_size
+    attention = model.compressor.cross_attn
+    assert attention.num_heads == NUM_HEADS
+    assert attention._qkv_same_embed_dim  # the stacked in-projection, as in the reference
+    for block, rows in zip(
+        "qkv", (slice(0, width), slice(width, 2 * width), slice(2 * width, 3 * width)), strict=True
+    ):
+        assert torch.equal(attention.in_proj_weight[rows], raw_selector["cross_attn.in_proj_weight"][rows]), block
+        assert torch.equal(attention.in_proj_bias[rows], raw_selector["cross_attn.in_proj_bias"][rows]), block
+    loaded = model.compressor.state_dict()
+    assert set(loaded) == set(raw_selector)
+    assert [name for name, tensor in raw_selector.items() if not torch.equal(loaded[name], tensor)] == []
+
+
+def test_selector_matches_slow_reference(converted, raw_selector):
+    """Two windows of different lengths (the shorter one padded), scored by the loaded selector and by plain matmuls
+    on the checkpoint's raw tensors."""
+    model = OmniSiftForConditionalGeneration.from_pretrained(converted)
+    generator = torch.Generator().manual_seed(7)
+    hidden = model.config.text_config.hidden_size
+    audio = torch.randn(2, 6, hidden, generator=generator)  # (W, A, D)
+    video = torch.randn(2, 5, hidden, generator=generator)  # (W, V, D)
+    padding = torch.zeros(2, 5, dtype=torch.bool)
+    padding[1, 3:] = True  # the second window has 3 real video tokens
+    with torch.no_grad():
+        scores = model.compressor(audio, video, video_padding_mask=padding)  # (W, A)
+    for window, real_video in ((0, 5), (1, 3)):
+        expected = reference_selector_scores(raw_selector, audio[window], video[window, :real_video], NUM_HEADS)
+        torch.testing.assert_close(scores[window].double(), expected, atol=1e-6, rtol=1e-5)
+    # The reference is sensitive to the q | k | v order: swapping q and k changes the scores.
+    width = model.config.selector_hidden_size
+    swapped = dict(raw_selector)
+    w_q, w_k, w_v = raw_selector["cross_attn.in_proj_weight"].split(width)
+    swapped["cross_attn.in_proj_weight"] = torch.cat([w_k, w_q, w_v])
+    wrong = reference_selector_scores(swapped, audio[0], video[0], NUM_HEADS)
+    assert not torch.allclose(scores[0].double(), wrong, atol=1e-4)
+
+
+@pytest.mark.parametrize("loader", ["class", "auto", "auto_trust_remote_code"])
+def test_logits_equal_source_model(converted, media_inputs, expected_output, loader):
+    if loader == "class":
+        loaded = OmniSiftForConditionalGeneration.from_pretrained(converted)
+    else:  # with omnisift_hf imported, even trust_remote_code=True resolves to the installed class
+        loaded = AutoModel.from_pretrained(converted, trust_remote_code=loader == "auto_trust_remote_code")
+    assert type(loaded) is OmniSiftForConditionalGeneration
+    with torch.no_grad():
+        got = loaded.eval()(**media_inputs)  # at the ratios recorded in the config
+    assert got.num_kept_audio_tokens.item() < got.num_audio_tokens.item()
+    assert got.num_kept_video_tokens.item() < got.num_video_tokens.item()
+    assert torch.equal(got.kept_token_index, expected_output.kept_token_index)
+    assert torch.equal(got.logits, expected_output.logits)
+
+
+def test_model_card(converted):
+    card = ModelCard.load(converted / "README.md")
+    assert card.data.library_name == "transformers"
+    assert card.data.pipeline_tag == "any-to-any"
+    assert card.data.base_model == "dingyue1011/OmniSIFT-7B"
+    text = card.text
+    assert "arxiv.org/abs/2602.04804" in text and "eprint        = {2602.04804}" in text
+    assert "| `keep_ratio` | `0.35` |" in text
+    assert "| `audio_keep_ratio` | `0.6` |" in text
+    assert "| `video_keep_ratio` | derived from `keep_ratio` |" in text
+    assert f'AutoModel.from_pretrained("{converted}"' in text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Other sources
+# ----------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("prefix", ["thinker.compressor.", "compressor.", ""])
+def test_plain_qwen_plus_selector_file(plain_qwen, tmp_path, prefix):
+    model, directory = plain_qwen
+    selector = write_selector_file(tmp_path / "selector.safetensors", model, prefix)
+    dst = tmp_path / "out"
+    convert(directory, dst, selector=tmp_path / "selector.safetensors", selector_num_heads=NUM_HEADS)
+    assert json.loads((dst / "model.safetensors.index.json").read_text())["weight_map"][
+        "compressor.a_proj.weight"
+    ] == ("model-00003-of-00003.safetensors")
+    loaded = OmniSiftForConditionalGeneration.from_pretrained(dst)
+    state = loaded.compressor.state_dict()
+    assert [name for name, tensor in selector.items() if not torch.equal(state[name], tensor)] == []
+    assert loaded.config.keep_ratio == OmniSiftConfig().keep_ratio  # nothing given: the default
+    reference = {k: v for k, v in model.state_dict().items() if not k.startswith("compressor.")}
+    assert [name for name, tensor in reference.items() if not torch.equal(loaded.state_dict()[name], tensor)] == []
+
+
+def test_thinker_only_checkpoint_plus_selector(tmp_path):
+    """A thinker saved by transformers (`qwen2_5_omni_thinker`, keys without `thinker.`), one shard."""
+    torch.manual_seed(50)
+    native = Qwen2_5OmniThinkerForConditionalGeneration(native_thinker_config())
+    perturb_(native, seed=51)
+    native.save_pretrained(tmp_path / "thinker")
+    donor = random_model(seed=52)
+    selector = write_selector_file(tmp_path / "selector.safetensors", donor, "compressor.")
+    convert(tmp_path / "thinker", tmp_path / "out", selector=tmp_path / "selector.safetensors", selector_num_heads=2)
+    loaded = OmniSiftForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
+    expected = {**native.state_dict(), **{f"compressor.{k}": v for k, v in selector.items()}}
+    assert [name for name, tensor in expected.items() if not torch.equal(loaded[name], tensor)] == []
+
+
+def test_omnisift_directory_keeps_its_ratios(tmp_path):
+    model = random_model(seed=60)
+    model.config.keep_ratio, model.config.video_keep_ratio = 0.5, 0.4
+    model.save_pretrained(tmp_path / "saved")
+    convert(tmp_path / "saved", tmp_path / "out", selector_num_heads=2, audio_keep_ratio=0.9)
+    config = OmniSiftConfig.from_pretrained(tmp_path / "out")
+    assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.5, 0.4, 0.9)
+    assert read_weights(tmp_path / "out").keys() == read_weights(tmp_path / "saved").keys()
+
+
+def test_hub_source_is_downloaded(source, tmp_path, monkeypatch):
+    """A SRC that is not a local directory goes through `snapshot_download` (a stand-in here), only its subfolder."""
+    _, directory = source
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(directory.parent)  # the repository root, the checkpoint in a subfolder
+
+    monkeypatch.setattr(convert_module, "snapshot_download", fake_snapshot_download)
+    with pytest.raises(FileNotFoundError, match=f"pass --subfolder {directory.name}"):
+        convert("org/omnisift-tiny", tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+    convert("org/omnisift-tiny", tmp_path / "out", selector_num_heads=2, subfolder=directory.name)
+    repo_id, kwargs = calls[-1]
+    assert repo_id == "org/omnisift-tiny"
+    assert all(p.startswith(f"{directory.name}/") for p in kwargs["allow_patterns"])
+    assert f"{directory.name}/*.safetensors" in kwargs["allow_patterns"]
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.base_model == "org/omnisift-tiny"
+    assert OmniSiftForConditionalGeneration.from_pretrained(tmp_path / "out").config.model_type == "omnisift"
+
+
+def test_processor_object_is_saved_instead_of_source_files(source, tmp_path):
+    _, directory = source
+
+    class Processor:
+        def save_pretrained(self, save_directory):
+            (Path(save_directory) / "processor_config.json").write_text('{"processor_class": "Stand-in"}')
+
+    convert(directory, tmp_path / "out", selector_num_heads=2, processor=Processor())
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "processor_config.json" in names
+    assert not names & (set(PROCESSOR_FILES) - {"generation_config.json"})
+    assert "generation_config.json" in names  # not a processor file: still copied
+
+
+def test_push_to_hub_uploads_the_converted_directory(source, tmp_path, monkeypatch):
+    _, directory = source
+    uploads = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            uploads["created"] = (repo_id, private, exist_ok)
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, commit_message=None):
+            uploads["files"] = {p.name: p.read_bytes() for p in Path(folder_path).iterdir()}
+            uploads["repo_id"] = repo_id
+
+    monkeypatch.setattr(convert_module, "HfApi", FakeApi)
+    dst = tmp_path / "out"
+    convert(directory, dst, selector_num_heads=2, push_to_hub="org/omnisift-tiny", private=True)
+    assert uploads["created"] == ("org/omnisift-tiny", True, True)
+    assert uploads["repo_id"] == "org/omnisift-tiny"
+    assert uploads["files"] == {p.name: p.read_bytes() for p in dst.iterdir()}
+    assert 'AutoModel.from_pretrained("org/omnisift-tiny"' in uploads["files"]["README.md"].decode()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+def test_console_script_entry_point():
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    lines = parser["options.entry_points"]["console_scripts"].strip().splitlines()
+    scripts = {name.strip(): target.strip() for name, target in (line.split("=") for line in lines)}
+    module, function = scripts["omnisift-convert"].split(":")
+    assert getattr(importlib.import_module(module), function) is main
+
+
+def test_cli_converts(plain_qwen, tmp_path, capsys):
+    model, directory = plain_qwen
+    write_selector_file(tmp_path / "selector.safetensors", model, "thinker.compressor.")
+    argv = [str(directory), str(tmp_path / "out"), "--selector", str(tmp_path / "selector.safetensors")]
+    main([*argv, "--selector-num-heads", "2", "--keep-ratio", "0.35", "--video-keep-ratio", "0.3"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out")
+    config = OmniSiftConfig.from_pretrained(tmp_path / "out")
+    assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.35, 0.3, None)
+
+
+def test_cli_error_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing"), str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("omnisift-convert: error: SRC") and "Traceback" not in error
+    assert leftovers(tmp_path, "out") == []
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Bad inputs: a clear message, no DST
+# ----------------------------------------------------------------------------------------------------------------------
+def test_missing_selector(plain_qwen, tmp_path):
+    _, directory = plain_qwen
+    with pytest.raises(ValueError, match=r"no selector weights \(`thinker.compressor.\*`\).*pass --selector PATH"):
+        convert(directory, tmp_path / "out")
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_selector_for_another_hidden_size(plain_qwen, tmp_path):
+    _, directory = plain_qwen
+    other = OmniSiftAudioSelector(hidden_size=48, selector_hidden_size=16, num_heads=2, mlp_size=8)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, tmp_path / "selector.safetensors")
+    with pytest.raises(ValueError, match=r"input size 48, but SRC's text hidden size is 32"):
+        convert(directory, tmp_path / "out", selector=tmp_path / "selector.safetensors", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_inconsistent_selector_shapes(plain_qwen, tmp_path):
+    _, directory = plain_qwen
+    selector = {k: v.contiguous() for k, v in random_model(seed=70).compressor.state_dict().items()}
+    selector["post_attn_norm.weight"] = torch.ones(17)
+    save_file(selector, tmp_path / "selector.safetensors")
+    with pytest.raises(ValueError, match=r"'post_attn_norm.weight' has shape \[17\], expected \[16\]"):
+        convert(directory, tmp_path / "out", selector=tmp_path / "selector.safetensors", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_selector_file_with_foreign_tensor(plain_qwen, tmp_path):
+    _, directory = plain_qwen
+    save_file({"thinker.model.norm.weight": torch.ones(32)}, tmp_path / "selector.safetensors")
+    with pytest.raises(ValueError, match=r"holds 'thinker.model.norm.weight', which is not a selector tensor"):
+        convert(directory, tmp_path / "out", selector=tmp_path / "selector.safetensors")
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_heads_must_divide_selector_width(converted, source, tmp_path):
+    _, directory = source
+    with pytest.raises(ValueError, match=r"--selector-num-heads 3 does not divide the selector width 16"):
+        convert(directory, tmp_path / "out", selector_num_heads=3)
+    assert leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.parametrize("extra_key", ["vision_tower.blocks.0.weight", "thinker_extra.weight"])
+def test_unknown_key_layout(tmp_path, extra_key):
+    write_reference_checkpoint(tmp_path / "src", random_model(seed=80), extra={extra_key: torch.ones(2)})
+    with pytest.raises(ValueError, match=rf"SRC tensor '{extra_key}' fits neither the Qwen2.5-Omni layout"):
+        convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_unknown_key_in_thinker_only_layout(tmp_path):
+    model = random_model(seed=81)
+    model.save_pretrained(tmp_path / "src")
+    tensors = load_file(tmp_path / "src" / "model.safetensors")
+    save_file({**tensors, "encoder.weight": torch.ones(2)}, tmp_path / "src" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"SRC tensor 'encoder.weight' fits neither"):
+        convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_incomplete_source(tmp_path):
+    model = random_model(seed=82)
+    model.save_pretrained(tmp_path / "src")
+    tensors = load_file(tmp_path / "src" / "model.safetensors")
+    del tensors["model.layers.1.mlp.up_proj.weight"]
+    save_file(tensors, tmp_path / "src" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"SRC lacks 1 thinker tensors .*'model.layers.1.mlp.up_proj.weight'"):
+        convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_missing_source(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"is neither a local directory nor a Hub repository id"):
+        convert(tmp_path / "does-not-exist", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no config.json"):
+        convert(tmp_path / "empty", tmp_path / "out")
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_unsupported_model_type(tmp_path):
+    model = random_model(seed=83)
+    model.save_pretrained(tmp_path / "src")
+    config = json.loads((tmp_path / "src" / "config.json").read_text())
+    (tmp_path / "src" / "config.json").write_text(json.dumps({**config, "model_type": "qwen2_vl"}))
+    with pytest.raises(ValueError, match=r"SRC config.json has model_type 'qwen2_vl'; expected a Qwen2.5-Omni"):
+        convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_existing_destination(source, tmp_path):
+    _, directory = source
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"already exists and is not empty; pass --overwrite"):
+        convert(directory, dst, selector_num_heads=2)
+    assert [p.name for p in dst.iterdir()] == ["keep.txt"]
+    convert(directory, dst, selector_num_heads=2, overwrite=True)
+    assert "keep.txt" not in {p.name for p in dst.iterdir()}
+    assert OmniSiftForConditionalGeneration.from_pretrained(dst).config.model_type == "omnisift"
+    assert leftovers(tmp_path, "out") == ["out"]
+
+
+def test_failure_while_writing_leaves_nothing(source, tmp_path, monkeypatch):
+    _, directory = source
+
+    def failing_write(target):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(convert_module, "write_remote_code", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        convert(directory, tmp_path / "out", selector_num_heads=2)
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_bad_keep_ratio_is_refused_before_reading(source, tmp_path):
+    _, directory = source
+    with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
+        convert(directory, tmp_path / "out", keep_ratio=1.5)
+    assert leftovers(tmp_path, "out") == []
