@@ -270,10 +270,16 @@ def load_video(
         picked = [frame if frame is not None else last for frame in picked]
         frames = _resize(torch.stack(picked), sampling)
 
-        audio = None
-        if load_audio and container.streams.audio:
-            container.seek(0)
-            audio = _decode_audio_stream(container, container.streams.audio[0], sampling_rate)
+        has_audio = bool(container.streams.audio)
+
+    audio = None
+    if load_audio and has_audio:
+        # A fresh container: seeking back after a partial video decode skips the first audio packet in some formats
+        # (Opus in webm loses 20 ms).
+        import av
+
+        with av.open(path) as audio_container:
+            audio = _decode_audio_stream(audio_container, audio_container.streams.audio[0], sampling_rate)
     return LoadedVideo(frames=frames, fps=sample_fps, audio=audio)
 
 

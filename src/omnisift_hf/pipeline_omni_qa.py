@@ -105,6 +105,8 @@ class OmniQAPipeline(Pipeline):
             inputs = fields
         if inputs is None:
             raise ValueError("omni-qa: nothing to answer. Pass e.g. `pipe(video='clip.mp4', question='...')`.")
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
+            return []
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
@@ -216,7 +218,8 @@ class OmniQAPipeline(Pipeline):
                 f"omni-qa: the videos of one request were sampled at different rates {video_rates}; the processor "
                 "takes one `fps` per call. Send them as separate requests."
             )
-        if template_messages[0]["role"] != "system" and system_prompt != "":
+        if template_messages[0]["role"] != "system":
+            # Always an explicit system turn: chat templates (Qwen's too) add their own default one otherwise.
             system = _DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
             template_messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
         prompt = self.processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
@@ -229,6 +232,7 @@ class OmniQAPipeline(Pipeline):
             processor_kwargs["videos_kwargs"] = {
                 "fps": video_rates[0],
                 "do_sample_frames": False,
+                "do_resize": False,  # already resized by `load_video` under `video_sampling`
                 "cap_pixels_per_frame": True,
             }
         if audios:
