@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.core_model_loading import WeightConverter, rename_source_key
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.utils import logging
@@ -194,6 +195,18 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
                 "compression) or audio_keep_ratio=1.0 (video pruning only, which has no parameters)."
             )
         super()._adjust_missing_and_unexpected_keys(loading_info)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Overwritten -- `save_pretrained` writes Qwen2.5-Omni's original key layout (`model.layers.*`, `visual.*`,
+        # `audio_tower.*`) and `Trainer.train(resume_from_checkpoint=...)` reads it back with a plain
+        # `load_state_dict` (transformers 5.24, huggingface/transformers#43701): without renaming, resuming would keep
+        # the initial weights of everything but the selector, with only a warning.
+        if not self.state_dict().keys() >= state_dict.keys():
+            transforms = get_checkpoint_conversion_mapping(type(self).__name__) or []
+            renamings = [t for t in transforms if not isinstance(t, WeightConverter)]
+            converters = [t for t in transforms if isinstance(t, WeightConverter)]
+            state_dict = {rename_source_key(key, renamings, converters)[0]: value for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Saving

@@ -17,19 +17,24 @@ from .configuration_omnisift import OmniSiftConfig
 from .media import LoadedVideo, VideoSampling, load_audio, load_image, load_video
 from .modeling_omnisift import OmniSiftAudioSelector, OmniSiftCausalLMOutputWithPast, OmniSiftForConditionalGeneration
 from .pipeline_omni_qa import OmniQAPipeline
+from .training import OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KeepRatios",
     "LoadedVideo",
+    "OmniQADataCollator",
+    "OmniQADataset",
     "OmniQAPipeline",
     "OmniSiftAudioSelector",
     "OmniSiftCausalLMOutputWithPast",
     "OmniSiftConfig",
     "OmniSiftForConditionalGeneration",
+    "TrainableParameters",
     "VideoSampling",
     "derive_keep_ratios",
+    "freeze",
     "load_audio",
     "load_image",
     "load_video",

@@ -21,7 +21,7 @@ from .media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_vi
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["OmniQAPipeline"]
+__all__ = ["OmniQAPipeline", "collate_omni_inputs", "prepare_omni_inputs"]
 
 # Keys of the dict form (and keyword form) of one request.
 INPUT_KEYS = ("question", "video", "audio", "image", "messages", "video_fps", "sampling_rate")
@@ -165,89 +165,7 @@ class OmniQAPipeline(Pipeline):
     # Preprocess: one request -> processor outputs
     # ------------------------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, use_audio_in_video=None, system_prompt=None, video_sampling=None):
-        messages, rates = _to_messages(inputs)
-        sampling = video_sampling or VideoSampling()
-        videos, video_rates, audios, audio_from_video, images = [], [], [], [], []
-        with_audio, silent = 0, 0
-        template_messages = []
-        for message in messages:
-            content = message["content"]
-            if isinstance(content, str):
-                template_messages.append({"role": message["role"], "content": [{"type": "text", "text": content}]})
-                continue
-            items = []
-            for item in content:
-                kind = _item_type(item)
-                if kind == "text":
-                    items.append({"type": "text", "text": item["text"]})
-                    continue
-                source = _item_source(item, kind)
-                if kind == "image":
-                    images.append(load_image(source))
-                elif kind == "audio":
-                    rate = item.get("sampling_rate", rates.get("sampling_rate"))
-                    audios.append(load_audio(source, SAMPLING_RATE, source_sampling_rate=rate))
-                    audio_from_video.append(None)
-                else:
-                    fps = item.get("fps", item.get("video_fps", rates.get("video_fps")))
-                    video = load_video(source, sampling, load_audio=use_audio_in_video is not False, source_fps=fps)
-                    videos.append(video.frames)
-                    video_rates.append(video.fps)
-                    if video.audio is not None and video.audio.size:
-                        audios.append(video.audio)
-                        audio_from_video.append(len(videos) - 1)
-                        with_audio += 1
-                    else:
-                        silent += 1
-                        if use_audio_in_video:
-                            logger.warning_once(
-                                "omni-qa: use_audio_in_video=True, but a video has no audio track; it is used "
-                                "without sound."
-                            )
-                items.append({"type": kind})
-            template_messages.append({"role": message["role"], "content": items})
-
-        if with_audio and silent:
-            raise ValueError(
-                "omni-qa: one request mixes a video with an audio track and a video without one; Qwen2.5-Omni's "
-                "position ids support only one kind per sequence. Send them as separate requests, or pass "
-                "`use_audio_in_video=False`."
-            )
-        if len({round(rate, 6) for rate in video_rates}) > 1:
-            raise ValueError(
-                f"omni-qa: the videos of one request were sampled at different rates {video_rates}; the processor "
-                "takes one `fps` per call. Send them as separate requests."
-            )
-        if template_messages[0]["role"] != "system":
-            # Always an explicit system turn: chat templates (Qwen's too) add their own default one otherwise.
-            system = _DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
-            template_messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
-        prompt = self.processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
-
-        processor_kwargs = {"text": [prompt], "return_tensors": "pt", "padding": True}
-        if images:
-            processor_kwargs["images"] = images
-        if videos:
-            processor_kwargs["videos"] = videos
-            processor_kwargs["videos_kwargs"] = {
-                "fps": video_rates[0],
-                "do_sample_frames": False,
-                "do_resize": False,  # already resized by `load_video` under `video_sampling`
-                "cap_pixels_per_frame": True,
-            }
-        if audios:
-            limit = self.processor.feature_extractor.n_samples  # Qwen2.5-Omni reads at most 300 s per audio item
-            longest = max(len(audio) for audio in audios)
-            if longest > limit:
-                logger.warning_once(f"omni-qa: audio longer than {limit / SAMPLING_RATE:.0f} s is truncated.")
-            processor_kwargs["audio"] = audios
-            processor_kwargs["audio_kwargs"] = {"max_length": min(longest + _AUDIO_PAD_SAMPLES, limit)}
-        if with_audio:
-            processor_kwargs["load_audio_from_video"] = True
-            processor_kwargs["audio_from_video_indices"] = audio_from_video
-        model_inputs = dict(self.processor(**processor_kwargs))
-        model_inputs["use_audio_in_video"] = bool(with_audio) if videos else None
-        return model_inputs
+        return prepare_omni_inputs(self.processor, inputs, use_audio_in_video, system_prompt, video_sampling)
 
     # ------------------------------------------------------------------------------------------------------------------
     # Batching and generation
@@ -320,6 +238,96 @@ class OmniQAPipeline(Pipeline):
 # ----------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ----------------------------------------------------------------------------------------------------------------------
+def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_prompt=None, video_sampling=None) -> dict:
+    """One request (dict form or chat messages) -> `Qwen2_5OmniProcessor` outputs for one sample, plus the
+    `use_audio_in_video` flag it needs (None without video). Media are loaded with `omnisift_hf.media`, the prompt is
+    rendered with the processor's chat template (with an explicit system turn), audio is padded to its length plus one
+    FFT window. Used by `OmniQAPipeline.preprocess` and the training collator."""
+    messages, rates = _to_messages(inputs)
+    sampling = video_sampling or VideoSampling()
+    videos, video_rates, audios, audio_from_video, images = [], [], [], [], []
+    with_audio, silent = 0, 0
+    template_messages = []
+    for message in messages:
+        content = message["content"]
+        if isinstance(content, str):
+            template_messages.append({"role": message["role"], "content": [{"type": "text", "text": content}]})
+            continue
+        items = []
+        for item in content:
+            kind = _item_type(item)
+            if kind == "text":
+                items.append({"type": "text", "text": item["text"]})
+                continue
+            source = _item_source(item, kind)
+            if kind == "image":
+                images.append(load_image(source))
+            elif kind == "audio":
+                rate = item.get("sampling_rate", rates.get("sampling_rate"))
+                audios.append(load_audio(source, SAMPLING_RATE, source_sampling_rate=rate))
+                audio_from_video.append(None)
+            else:
+                fps = item.get("fps", item.get("video_fps", rates.get("video_fps")))
+                video = load_video(source, sampling, load_audio=use_audio_in_video is not False, source_fps=fps)
+                videos.append(video.frames)
+                video_rates.append(video.fps)
+                if video.audio is not None and video.audio.size:
+                    audios.append(video.audio)
+                    audio_from_video.append(len(videos) - 1)
+                    with_audio += 1
+                else:
+                    silent += 1
+                    if use_audio_in_video:
+                        logger.warning_once(
+                            "omni-qa: use_audio_in_video=True, but a video has no audio track; it is used "
+                            "without sound."
+                        )
+            items.append({"type": kind})
+        template_messages.append({"role": message["role"], "content": items})
+
+    if with_audio and silent:
+        raise ValueError(
+            "omni-qa: one request mixes a video with an audio track and a video without one; Qwen2.5-Omni's "
+            "position ids support only one kind per sequence. Send them as separate requests, or pass "
+            "`use_audio_in_video=False`."
+        )
+    if len({round(rate, 6) for rate in video_rates}) > 1:
+        raise ValueError(
+            f"omni-qa: the videos of one request were sampled at different rates {video_rates}; the processor "
+            "takes one `fps` per call. Send them as separate requests."
+        )
+    if template_messages[0]["role"] != "system":
+        # Always an explicit system turn: chat templates (Qwen's too) add their own default one otherwise.
+        system = _DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        template_messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
+    prompt = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
+
+    processor_kwargs = {"text": [prompt], "return_tensors": "pt", "padding": True}
+    if images:
+        processor_kwargs["images"] = images
+    if videos:
+        processor_kwargs["videos"] = videos
+        processor_kwargs["videos_kwargs"] = {
+            "fps": video_rates[0],
+            "do_sample_frames": False,
+            "do_resize": False,  # already resized by `load_video` under `video_sampling`
+            "cap_pixels_per_frame": True,
+        }
+    if audios:
+        limit = processor.feature_extractor.n_samples  # Qwen2.5-Omni reads at most 300 s per audio item
+        longest = max(len(audio) for audio in audios)
+        if longest > limit:
+            logger.warning_once(f"omni-qa: audio longer than {limit / SAMPLING_RATE:.0f} s is truncated.")
+        processor_kwargs["audio"] = audios
+        processor_kwargs["audio_kwargs"] = {"max_length": min(longest + _AUDIO_PAD_SAMPLES, limit)}
+    if with_audio:
+        processor_kwargs["load_audio_from_video"] = True
+        processor_kwargs["audio_from_video_indices"] = audio_from_video
+    model_inputs = dict(processor(**processor_kwargs))
+    model_inputs["use_audio_in_video"] = bool(with_audio) if videos else None
+    return model_inputs
+
+
 def _to_messages(inputs) -> tuple[list[dict], dict]:
     """One request (dict form or chat messages) as chat messages with media items, plus array sampling rates."""
     if isinstance(inputs, Chat):
