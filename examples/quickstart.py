@@ -5,6 +5,7 @@ Qwen2.5-Omni processor and a small tokenizer) answers a question about a synthet
 is untrained, so its answer is noise; the token counts and FLOPs are real. With a real checkpoint and file:
 
     python examples/quickstart.py
+    python examples/quickstart.py --visualize kept.png
     python examples/quickstart.py --model org/omnisift-qwen2.5-omni-7b --video clip.mp4 \
         --question "What is the person doing?" --keep-ratio 0.25 --device cuda --dtype bfloat16
 """
@@ -21,6 +22,7 @@ from transformers import pipeline
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf.profiling import count_prefill_flops
 from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_clip
+from omnisift_hf.visualization import render_pipeline
 
 
 def step(message: str) -> None:
@@ -37,6 +39,7 @@ def main() -> int:
     parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
     parser.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (two extra prefill passes)")
+    parser.add_argument("--visualize", metavar="PNG", help="save a picture of the kept patches and audio tokens")
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -58,6 +61,9 @@ def main() -> int:
         except (FileNotFoundError, IsADirectoryError, ValueError, TypeError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        if args.visualize:  # inside the block: the synthetic clip lives in `scratch`
+            step(f"drawing what is kept into {args.visualize} ...")
+            render_pipeline(pipe, video, keep_ratio=args.keep_ratio).save(args.visualize)
 
     step(f"answering with keep_ratio={args.keep_ratio} ...")
     outputs = pipe.forward(
@@ -92,7 +98,9 @@ def main() -> int:
             label = "prefill FLOPs" if name == "total" else "  of which decoder"
             print(f"{label}: {full[name] / 1e9:.2f} G -> {compressed[name] / 1e9:.2f} G ({saved:.1%} saved)")
         if args.model is None:
-            print("  (the tiny decoder is almost free next to its vision encoder; see the README's benchmarks)")
+            print(
+                "  (tiny model: the encoders, paid in full at every ratio, are a large share; see the README's benchmarks)"
+            )
     return 0
 
 
