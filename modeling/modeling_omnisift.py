@@ -284,6 +284,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         keep_ratio: float | None = None,
         video_keep_ratio: float | None = None,
         audio_keep_ratio: float | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> tuple | OmniSiftCausalLMOutputWithPast:
         r"""
@@ -296,6 +297,10 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             Fraction of the video tokens kept by STVP for this call.
         audio_keep_ratio (`float`, *optional*):
             Fraction of the audio tokens (in windows that have video) kept by VGAS for this call.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
+            As in transformers' causal LMs: compute logits only for the last `logits_to_keep` positions (0: all), or
+            for the given indices. `generate()` passes 1, so the prefill of a long clip never materialises
+            `(B, K, vocab)` logits.
 
         Returns `OmniSiftCausalLMOutputWithPast`: `logits` (and `labels` for the loss) are aligned with the shortened
         sequence described by `kept_token_index` / `compressed_attention_mask`.
@@ -324,6 +329,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         if not has_media or ratios.is_identity:
             # The off switch: nothing to compress, so this is exactly the Qwen2.5-Omni thinker.
             outputs = super().forward(**parent_kwargs, labels=labels, **kwargs)
+            # The parent computes every position's logits (it has no `logits_to_keep`): keep what was asked for.
+            outputs.logits = outputs.logits[:, _logits_slice(logits_to_keep)]
             if not has_media:
                 return OmniSiftCausalLMOutputWithPast(**outputs)
             counts = self._count_media_tokens(input_ids)
@@ -392,7 +399,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             return_dict=True,
             **kwargs,
         )
-        logits = self.lm_head(decoder_outputs.last_hidden_state)
+        logits = self.lm_head(decoder_outputs.last_hidden_state[:, _logits_slice(logits_to_keep)])
         loss = None
         if kept_labels is not None:
             loss = self.loss_function(
@@ -630,6 +637,11 @@ def remote_code_auto_map() -> dict[str, str]:
 # relatively (the remote-code bundle) next to the weights and write `auto_map` into config.json, so that the saved
 # directory loads with `trust_remote_code=True` where `omnisift_hf` is not installed.
 OmniSiftForConditionalGeneration.register_for_auto_class("AutoModel")
+
+
+def _logits_slice(logits_to_keep: int | torch.Tensor):
+    """The positions whose logits are computed: the last `logits_to_keep` (0: all) or the given indices."""
+    return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
 
 
 def _pad_slots(segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor, int]:

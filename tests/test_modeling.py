@@ -298,3 +298,27 @@ def test_explicit_ratios_reproduce_reference_counts(model):
     with torch.no_grad():
         out = model(**inputs, video_keep_ratio=0.23, audio_keep_ratio=0.5)
     assert out.num_kept_video_tokens.item() == 5 * (24 - int(24 * 0.77))
+
+
+@pytest.mark.parametrize("keep_ratio", [1.0, 0.25])
+def test_logits_to_keep(model, av_inputs, keep_ratio):
+    """`logits_to_keep=n` gives the last n columns of the full logits (generate passes 1, so the prefill never builds
+    `(B, K, vocab)`), on the compressed path and on the parent's path alike; index tensors select positions."""
+    with torch.no_grad():
+        full = model(**av_inputs, keep_ratio=keep_ratio).logits
+        last = model(**av_inputs, keep_ratio=keep_ratio, logits_to_keep=1).logits
+        picked = model(**av_inputs, keep_ratio=keep_ratio, logits_to_keep=torch.tensor([0, 3])).logits
+    assert last.shape == (full.shape[0], 1, full.shape[2])
+    torch.testing.assert_close(last, full[:, -1:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(picked, full[:, [0, 3]], rtol=1e-5, atol=1e-5)
+
+
+def test_generate_prefill_computes_last_logits_only(model, av_inputs):
+    shapes = []
+    handle = model.lm_head.register_forward_hook(lambda _m, args, _o: shapes.append(tuple(args[0].shape)))
+    try:
+        with torch.no_grad():
+            model.generate(**av_inputs, keep_ratio=0.25, max_new_tokens=2, do_sample=False)
+    finally:
+        handle.remove()
+    assert shapes and all(shape[1] == 1 for shape in shapes), shapes
