@@ -24,6 +24,8 @@ from transformers import AutoProcessor, Trainer, TrainingArguments, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
+from omnisift_hf.avqa import avqa_model
+from omnisift_hf.media import VideoSampling
 from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_audio, write_synthetic_clip
 from omnisift_hf.training import FREEZE_POLICIES, OmniQADataCollator, OmniQADataset, freeze
 
@@ -65,7 +67,20 @@ def parse_args() -> argparse.Namespace:
         help="dtype the --model weights are loaded in. float32 (default): fp32 master weights, the usual setting for "
         "--bf16 mixed precision; bfloat16 halves the memory of frozen weights but trains in pure bf16",
     )
+    parser.add_argument(
+        "--init",
+        choices=["tiny", "avqa"],
+        default="tiny",
+        help="random model when --model is not given: the embedded tiny default (hidden 32) or the larger "
+        "omnisift_hf.avqa.avqa_model() (hidden 128, 4 layers) for the synthetic audio-visual QA benchmark",
+    )
     parser.add_argument("--data", help="training JSONL file; default: a synthetic dataset written into --output-dir")
+    parser.add_argument(
+        "--video-min-pixels", type=int, help="VideoSampling.min_pixels per frame (default: Qwen's 128 x 28 x 28)"
+    )
+    parser.add_argument(
+        "--video-max-pixels", type=int, help="VideoSampling.max_pixels per frame (default: Qwen's 768 x 28 x 28)"
+    )
     parser.add_argument(
         "--freeze",
         choices=list(FREEZE_POLICIES),
@@ -146,7 +161,7 @@ def main() -> int:
     if args.resume_from_checkpoint:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.resume_from_checkpoint, dtype=dtype)
     elif tiny:
-        model = tiny_model().to(dtype)
+        model = (avqa_model(seed=args.seed) if args.init == "avqa" else tiny_model()).to(dtype)
     else:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=dtype)
     processor = tiny_processor() if tiny else AutoProcessor.from_pretrained(args.model)
@@ -160,8 +175,14 @@ def main() -> int:
             data = write_synthetic_dataset(output_dir / "synthetic-data")
     try:
         dataset = OmniQADataset(data)
+        sampling = {
+            key: value
+            for key, value in (("min_pixels", args.video_min_pixels), ("max_pixels", args.video_max_pixels))
+            if value is not None
+        }
         collator = OmniQADataCollator(
             processor,
+            video_sampling=VideoSampling(**sampling) if sampling else None,
             keep_ratio=args.keep_ratio,
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,

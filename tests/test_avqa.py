@@ -1,0 +1,266 @@
+"""AVQA: the synthetic audio-visual QA generator and its evaluation (`omnisift_hf.avqa`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from omnisift_hf.avqa import (
+    ANSWERS,
+    AVQA_VIDEO_SAMPLING,
+    BASELINES,
+    COLORS,
+    SPLITS,
+    TASKS,
+    evaluate_avqa,
+    event_token_masks,
+    generate_avqa,
+    load_avqa_split,
+    markdown_report,
+    plot_avqa,
+)
+from omnisift_hf.media import load_audio, load_video
+from omnisift_hf.tiny import tiny_model, tiny_processor, tiny_tokenizer
+
+COUNTS = {"train": 2, "validation": 1, "test": 1}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("avqa")
+    generate_avqa(directory, counts=COUNTS, seed=3)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_processor()
+
+
+def test_deterministic_given_the_seed(dataset, tmp_path):
+    generate_avqa(tmp_path, counts={"test": 1}, seed=3)
+    assert (tmp_path / "test.jsonl").read_text() == (dataset / "test.jsonl").read_text()
+    assert (tmp_path / "test.meta.jsonl").read_text() == (dataset / "test.meta.jsonl").read_text()
+    for clip in (tmp_path / "clips" / "test").iterdir():
+        assert clip.read_bytes() == (dataset / "clips" / "test" / clip.name).read_bytes()
+    other = tmp_path / "other-seed"
+    generate_avqa(other, counts={"test": 1}, seed=4, tasks=("color",))
+    first = json.loads((other / "test.meta.jsonl").read_text().splitlines()[0])
+    ours = json.loads((dataset / "test.meta.jsonl").read_text().splitlines()[0])
+    assert first["squares"] != ours["squares"]
+
+
+def test_splits_are_disjoint_and_load_as_omniqa_datasets(dataset):
+    seen_ids, seen_events = set(), set()
+    for split in SPLITS:
+        examples, metas = load_avqa_split(dataset, split)
+        assert len(examples) == COUNTS[split] * len(TASKS)
+        assert sorted({meta["task"] for meta in metas}) == sorted(TASKS)
+        for example, meta in zip(examples, metas, strict=True):
+            assert example.answer == meta["answer"]
+            assert example.messages[0]["content"][0]["video"].endswith(meta["video"])
+            events = json.dumps([meta["squares"], meta["beeps"]], sort_keys=True)
+            assert meta["id"] not in seen_ids and events not in seen_events
+            seen_ids.add(meta["id"])
+            seen_events.add(events)
+
+
+def test_answers_are_single_tokens():
+    tokenizer = tiny_tokenizer()
+    for task, answers in ANSWERS.items():
+        for answer in answers:
+            assert len(tokenizer(answer, add_special_tokens=False)["input_ids"]) == 1, (task, answer)
+        # Different candidates of one task are different tokens.
+        ids = [tokenizer(answer, add_special_tokens=False)["input_ids"][0] for answer in answers]
+        assert len(set(ids)) == len(ids)
+
+
+def test_answers_match_the_events(dataset):
+    for split in SPLITS:
+        _, metas = load_avqa_split(dataset, split)
+        for meta in metas:
+            assert meta["answer"] in ANSWERS[meta["task"]]
+            squares, beeps = meta["squares"], meta["beeps"]
+            if meta["task"] == "color":
+                assert meta["answer"] == f" {squares[0]['color']}"
+            elif meta["task"] == "pitch":
+                assert meta["answer"] == str(beeps[0]["pitch"])
+            elif meta["task"] == "count":
+                assert meta["answer"] == str(len(beeps))
+            elif meta["task"] == "order":
+                assert meta["answer"] == (" beep" if beeps[0]["start"] < squares[0]["start"] else " square")
+            else:
+                (beep,) = beeps
+                during = [s for s in squares if s["start"] <= beep["start"] and beep["end"] <= s["end"]]
+                assert len(squares) == 2 and squares[0]["color"] != squares[1]["color"]
+                assert squares[0]["end"] <= squares[1]["start"]
+                assert [f" {s['color']}" for s in during] == [meta["answer"]]
+
+
+def test_events_appear_where_expected_in_the_decoded_media(dataset):
+    _, metas = load_avqa_split(dataset, "test")
+    meta = next(m for m in metas if m["task"] == "cross")
+    clip = dataset / meta["video"]
+    video = load_video(clip, AVQA_VIDEO_SAMPLING)
+    assert tuple(video.frames.shape[1:]) == (3, 112, 112)  # not upscaled: 16 tokens per temporal slice
+    total = round(meta["seconds"] * meta["fps"])
+    times = np.round(np.linspace(0, total - 1, video.frames.shape[0])) / meta["fps"]
+    shown = 0
+    for frame, time in zip(video.frames, times, strict=True):
+        visible = [s for s in meta["squares"] if s["start"] <= time < s["end"]]
+        for square in meta["squares"]:
+            cy, cx = square["y"] + square["side"] // 2, square["x"] + square["side"] // 2
+            pixel = frame[:, cy, cx].numpy()
+            expected = COLORS[square["color"]] if square in visible else (128, 128, 128)
+            if square in visible or not visible:
+                assert np.abs(pixel - np.array(expected)).max() < 40, (time, square, pixel)
+        shown += bool(visible)
+    assert shown >= 2  # each square is caught by at least one sampled frame
+
+    # The token masks agree with the pixels: slice s = frames 2s, 2s+1; token (r, c) = a 28 x 28 patch.
+    square_mask, _ = event_token_masks(meta, (video.frames.shape[0] // 2, 8, 8), 150)
+    square_mask = square_mask.reshape(-1, 4, 4)
+    coloured = (video.frames - 128).abs().amax(1) > 40  # (T, 112, 112)
+    share = coloured.reshape(-1, 2, 4, 28, 4, 28).float().mean((3, 5)).amax(1)  # (slices, 4, 4), best frame
+    assert square_mask.any()
+    share = share.numpy()
+    assert square_mask[share > 0.35].all() and not square_mask[share < 0.15].any()  # edges: codec and resize blur
+
+    audio = load_audio(clip)
+    assert audio.shape[0] == round(meta["seconds"] * 16000)
+    loud = np.zeros(audio.shape[0], dtype=bool)
+    for beep in meta["beeps"]:
+        start, end = round(beep["start"] * 16000), round(beep["end"] * 16000)
+        assert np.sqrt(np.mean(audio[start + 320 : end - 320] ** 2)) > 0.3
+        loud[max(0, start - 320) : end + 320] = True
+    assert np.sqrt(np.mean(audio[~loud] ** 2)) < 0.02
+
+
+@pytest.fixture(scope="module")
+def report(dataset, processor):
+    examples, metas = load_avqa_split(dataset, "test")
+    keep = [i for i, meta in enumerate(metas) if meta["task"] in ("cross", "count", "order")]
+    return evaluate_avqa(
+        tiny_model(),
+        processor,
+        [examples[i] for i in keep],
+        [metas[i] for i in keep],
+        keep_ratios=(1.0, 0.25),
+        batch_size=3,
+        bootstrap=200,
+    )
+
+
+def test_evaluation_report_is_well_formed(report):
+    names = ["omnisift@1", "omnisift@0.25", "random@0.25", "uniform@0.25", "stvp_random_audio@0.25", "no_audio"]
+    assert list(report["conditions"]) == names
+    assert report["tasks"] == ["count", "order", "cross"]
+    for entry in report["conditions"].values():
+        for key in ("accuracy", "top1", "retention", "square_recall", "beep_recall"):
+            assert 0.0 <= entry[key] <= 1.0
+        assert sorted(entry["tasks"]) == sorted(report["tasks"]) and all(t["n"] == 1 for t in entry["tasks"].values())
+    for baseline in BASELINES:
+        paired = report["paired"][f"omnisift-{baseline}@0.25"]
+        for result in paired.values():
+            low, high = result["ci95"]
+            assert low <= result["difference"] <= high
+    json.dumps(report)
+    table = markdown_report(report)
+    assert "stvp_random_audio" in table and "no_audio" in table
+    assert plot_avqa(report).size[0] > 100
+
+
+def test_baselines_keep_omnisifts_token_counts(report):
+    clips = report["per_clip"]
+    assert report["conditions"]["omnisift@0.25"]["retention"] < 0.35
+    for baseline in BASELINES:
+        for ours, theirs in zip(clips["omnisift@0.25"], clips[f"{baseline}@0.25"], strict=True):
+            assert ours["id"] == theirs["id"]
+            assert ours["kept_video"] == theirs["kept_video"] and ours["kept_audio"] == theirs["kept_audio"]
+    no_audio = report["conditions"]["no_audio"]
+    assert no_audio["audio_retention"] == 0.0 and no_audio["video_retention"] == 1.0
+
+
+def test_event_recall_is_complete_without_compression(report):
+    full = report["conditions"]["omnisift@1"]
+    assert full["retention"] == full["square_recall"] == full["beep_recall"] == 1.0
+    for row in report["per_clip"]["omnisift@1"]:
+        assert row["square_tokens"] > 0 and row["beep_tokens"] > 0
+        assert row["video_tokens"] == 6 * 16 and row["audio_tokens"] == 150
+
+
+def test_baselines_choose_other_tokens(dataset, processor):
+    """Random dropping at the same per-frame counts picks different video tokens than STVP (same model, same clip)."""
+    from omnisift_hf.avqa import token_selection
+    from omnisift_hf.training import OmniQADataCollator
+
+    examples, _ = load_avqa_split(dataset, "test")
+    batch = OmniQADataCollator(processor, video_sampling=AVQA_VIDEO_SAMPLING)(examples[:1])
+    batch.pop("labels")
+    model = tiny_model()
+    kept = {}
+    with torch.no_grad():
+        for method in ("omnisift", "random", "stvp_random_audio"):
+            with token_selection(model, method, seed=0):
+                kept[method] = model(**batch, keep_ratio=0.25).kept_token_index
+    assert "_select_tokens" not in vars(model)  # the instance is restored
+    assert kept["omnisift"].shape == kept["random"].shape == kept["stvp_random_audio"].shape
+    assert not torch.equal(kept["omnisift"], kept["random"])
+
+
+def test_avqa_model_trains_on_a_batch(dataset, processor):
+    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.training import OmniQADataCollator
+
+    examples, _ = load_avqa_split(dataset, "train")
+    model = avqa_model(hidden_size=64, num_layers=1).train()
+    collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
+    output = model(**collator(examples[:2]))
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert model.compressor.a_proj.weight.grad is not None  # the selector gets a gradient when audio is dropped
+
+
+def test_baselines_match_counts_per_frame_and_window(dataset, processor):
+    from omnisift_hf.avqa import _rechoose
+    from omnisift_hf.training import OmniQADataCollator
+
+    examples, _ = load_avqa_split(dataset, "test")
+    batch = OmniQADataCollator(processor, video_sampling=AVQA_VIDEO_SAMPLING)(examples[:2])
+    batch.pop("labels")
+    model = tiny_model()
+    selections = []
+    original = model._select_tokens
+
+    def record(*args):
+        selections.append(original(*args))
+        return selections[-1]
+
+    model._select_tokens = record
+    with torch.no_grad():
+        model(**batch, keep_ratio=0.35)
+    (selection,) = selections
+    layout, frames, windows = selection.layout, selection.layout.frame_size.shape[0], selection.layout.num_pairs
+    windowed = layout.window_of_audio >= 0
+    frame_sample = layout.pair_sample[layout.pair_of_frame]
+
+    def per_frame(keep):
+        return torch.bincount(layout.frame_of_video[keep], minlength=frames)
+
+    def per_window(keep):
+        return torch.bincount(layout.window_of_audio[keep & windowed], minlength=windows)
+
+    generator = torch.Generator().manual_seed(0)
+    for method in BASELINES:
+        video_keep, audio_keep = _rechoose(method, layout, selection.video_keep, selection.audio_keep, generator)
+        assert torch.equal(per_window(audio_keep), per_window(selection.audio_keep)), method
+        if method == "uniform":  # whole frames: the same count per sample, not per frame
+            ours = torch.zeros(2, dtype=torch.long).index_add_(0, frame_sample, per_frame(selection.video_keep))
+            theirs = torch.zeros(2, dtype=torch.long).index_add_(0, frame_sample, per_frame(video_keep))
+            assert torch.equal(ours, theirs)
+            assert not torch.equal(per_frame(video_keep), per_frame(selection.video_keep))
+        else:
+            assert torch.equal(per_frame(video_keep), per_frame(selection.video_keep)), method
+        if method == "stvp_random_audio":
+            assert torch.equal(video_keep, selection.video_keep)
