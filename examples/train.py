@@ -74,6 +74,8 @@ def parse_args() -> argparse.Namespace:
         help="random model when --model is not given: the embedded tiny default (hidden 32) or the larger "
         "omnisift_hf.avqa.avqa_model() (hidden 128, 4 layers) for the synthetic audio-visual QA benchmark",
     )
+    parser.add_argument("--hidden-size", type=int, default=128, help="--init avqa: text hidden size (default 128)")
+    parser.add_argument("--num-layers", type=int, default=4, help="--init avqa: decoder layers (default 4)")
     parser.add_argument("--data", help="training JSONL file; default: a synthetic dataset written into --output-dir")
     parser.add_argument(
         "--video-min-pixels", type=int, help="VideoSampling.min_pixels per frame (default: Qwen's 128 x 28 x 28)"
@@ -161,7 +163,11 @@ def main() -> int:
     if args.resume_from_checkpoint:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.resume_from_checkpoint, dtype=dtype)
     elif tiny:
-        model = (avqa_model(seed=args.seed) if args.init == "avqa" else tiny_model()).to(dtype)
+        model = (
+            avqa_model(hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
+            if args.init == "avqa"
+            else tiny_model()
+        ).to(dtype)
     else:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=dtype)
     processor = tiny_processor() if tiny else AutoProcessor.from_pretrained(args.model)
