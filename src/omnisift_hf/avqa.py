@@ -769,6 +769,14 @@ def plot_avqa(report: dict):
         if method != "omnisift" and full is not None:
             points = [*points, (1.0, full)]
         lines.append((method, sorted(points)))
+    lines.sort(key=lambda line: line[0] == "omnisift")  # OmniSIFT drawn last, on top of lines it coincides with
     image = Image.new("RGB", (576, 456), (255, 255, 255))
-    _panel(ImageDraw.Draw(image), (8, 8), "AVQA accuracy vs retention (x: retention)", lines, "accuracy")
+    _panel(
+        ImageDraw.Draw(image),
+        (8, 8),
+        "AVQA accuracy vs retention",
+        lines,
+        "accuracy",
+        x_label="retention (kept share)",
+    )
     return image

@@ -501,8 +501,9 @@ def _panel(
     series: list[tuple[str, list[tuple[float, float]]]],
     y_label: str,
     reference: bool = False,
+    x_label: str = "keep ratio",
 ) -> None:
-    """One line chart in a PANEL_SIZE box at `origin`: x = keep ratio in [0, 1], y from 0 to the data's maximum."""
+    """One line chart in a PANEL_SIZE box at `origin`: x (`x_label`) in [0, 1], y from 0 to the data's maximum."""
     font, small = _font(13), _font(11)
     left, top = origin[0] + 56, origin[1] + 48
     right, bottom = origin[0] + PANEL_SIZE[0] - 16, origin[1] + PANEL_SIZE[1] - 160
@@ -529,7 +530,7 @@ def _panel(
         draw.text((left - 40, px(0, y)[1] - 6), f"{y:g}", fill=INK, font=small)
         y += y_step
     draw.line((left, top, left, bottom), fill=INK)
-    draw.text(((left + right) // 2 - 30, bottom + 20), "keep ratio", fill=INK, font=small)
+    draw.text(((left + right) // 2 - 30, bottom + 20), x_label, fill=INK, font=small)
     draw.text((origin[0] + 8, top - 22), y_label, fill=INK, font=small)
     if reference:
         draw.line((*px(0, 0), *px(1, 1)), fill=(180, 180, 180), width=1)
