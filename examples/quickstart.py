@@ -20,6 +20,7 @@ import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
+from omnisift_hf.pipeline_omni_qa import to_model_inputs
 from omnisift_hf.profiling import count_prefill_flops
 from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_clip
 from omnisift_hf.visualization import render_pipeline
@@ -85,12 +86,7 @@ def main() -> int:
 
     if not args.no_flops:
         step("counting prefill FLOPs at keep_ratio=1.0 and the requested ratio ...")
-        model_inputs = {
-            key: (value.to(pipe.device, pipe.model.dtype) if value.is_floating_point() else value.to(pipe.device))
-            if torch.is_tensor(value)
-            else value
-            for key, value in inputs.items()
-        }
+        model_inputs = to_model_inputs(inputs, pipe.model, pipe.device)
         full = count_prefill_flops(pipe.model, model_inputs, keep_ratio=1.0)
         compressed = count_prefill_flops(pipe.model, model_inputs, keep_ratio=args.keep_ratio)
         for name in ("total", "decoder"):

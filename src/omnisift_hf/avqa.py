@@ -573,6 +573,7 @@ def evaluate_avqa(
     """Teacher-forced accuracy of `model` on AVQA `examples` (with their `metas`, see [`load_avqa_split`]) for every
     method x keep ratio, with achieved retention, event-token recall and paired bootstrap 95% intervals of OmniSIFT
     minus each baseline. Returns a JSON-serialisable report (see [`markdown_report`])."""
+    from .pipeline_omni_qa import to_model_inputs
     from .training import OmniQADataCollator
 
     collator = OmniQADataCollator(processor, video_sampling=sampling)
@@ -605,17 +606,10 @@ def evaluate_avqa(
             if video_mask.shape[0] != video_positions[b].shape[0]:
                 raise RuntimeError(f"AVQA: {batch_metas[b]['id']}: video tokens do not match the grid")
         # The video encoder runs once per batch; every condition reuses its output (audio is re-encoded: cheap).
-        device, dtype = model.device, model.dtype
-        inputs = {
-            key: (value.to(device, dtype) if torch.is_floating_point(value) else value.to(device))
-            if torch.is_tensor(value)
-            else value
-            for key, value in batch.items()
-            if key != "pixel_values_videos"
-        }
+        inputs = to_model_inputs({key: value for key, value in batch.items() if key != "pixel_values_videos"}, model)
         inputs["mm_encoder_outputs"] = {
             "video": model.model.get_video_features(
-                batch["pixel_values_videos"].to(device, dtype), inputs["video_grid_thw"], return_dict=True
+                batch["pixel_values_videos"].to(model.device, model.dtype), inputs["video_grid_thw"], return_dict=True
             )
         }
         for method, keep, kwargs in conditions:

@@ -48,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
+from .pipeline_omni_qa import to_model_inputs
 from .profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, measure_clip_layouts, qwen2_5_omni_config
 from .tiny import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_inputs, tiny_model
 
@@ -296,15 +297,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _move(value, device: torch.device, dtype: torch.dtype):
-    """Tensors to the device; floating-point ones (pixels, mel features) to the model dtype."""
-    if not torch.is_tensor(value):
-        return value
-    return value.to(device, dtype) if torch.is_floating_point(value) else value.to(device)
-
-
 def _inputs(samples: list[list[tuple]], model, seed: int = 0) -> dict:
-    return {key: _move(value, model.device, model.dtype) for key, value in tiny_inputs(samples, seed=seed).items()}
+    return to_model_inputs(tiny_inputs(samples, seed=seed), model)
 
 
 def _progress(total: int, description: str, enabled: bool) -> tqdm:

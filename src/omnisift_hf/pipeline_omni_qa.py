@@ -21,7 +21,7 @@ from .media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_vi
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["OmniQAPipeline", "collate_omni_inputs", "prepare_omni_inputs"]
+__all__ = ["OmniQAPipeline", "collate_omni_inputs", "prepare_omni_inputs", "to_model_inputs"]
 
 # Keys of the dict form (and keyword form) of one request.
 INPUT_KEYS = ("question", "video", "audio", "image", "messages", "video_fps", "sampling_rate")
@@ -191,11 +191,7 @@ class OmniQAPipeline(Pipeline):
         # Videos with and without interleaved audio need different position ids: one generate() per kind.
         for use_audio_in_video, indices in _group_by_audio_in_video(samples).items():
             batch = collate_omni_inputs([samples[i] for i in indices], self.processor.tokenizer.pad_token_id)
-            # Pixels and mel features in the model's dtype (bf16 checkpoints), ids and grids as they are.
-            batch = {
-                key: value.to(self.model.dtype) if torch.is_floating_point(value) else value
-                for key, value in self._ensure_tensor_on_device(batch, device=self.device).items()
-            }
+            batch = to_model_inputs(batch, self.model, self.device)
             self.model.compression_stats = None
             sequences = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
             prompt_length = batch["input_ids"].shape[1]
@@ -429,6 +425,18 @@ def collate_omni_inputs(samples: list[dict], pad_token_id: int) -> dict:
         if parts:
             batch[key] = torch.cat(parts)
     return batch
+
+
+def to_model_inputs(inputs: dict, model, device=None) -> dict:
+    """Processor outputs ready for `model`: tensors on `device` (default: the model's), floating ones (pixels, mel
+    features) in the model's dtype (bf16 checkpoints); ids, masks, grids and non-tensors as they are."""
+    device = model.device if device is None else device
+    return {
+        key: (value.to(device, model.dtype) if value.is_floating_point() else value.to(device))
+        if torch.is_tensor(value)
+        else value
+        for key, value in inputs.items()
+    }
 
 
 def _kept_counts(stats, batch_size: int) -> dict[str, torch.Tensor]:

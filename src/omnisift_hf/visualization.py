@@ -446,14 +446,10 @@ def render_pipeline(
     >>> picture.save("/tmp/compressed.png")
     ```
     """
-    inputs = pipe.preprocess({"video": video, "question": question})
+    from .pipeline_omni_qa import to_model_inputs
+
     model = pipe.model
-    model_inputs = {
-        key: (value.to(model.device, model.dtype) if value.is_floating_point() else value.to(model.device))
-        if torch.is_tensor(value)
-        else value
-        for key, value in inputs.items()
-    }
+    model_inputs = to_model_inputs(pipe.preprocess({"video": video, "question": question}), model, pipe.device)
     with torch.no_grad():
         outputs = model(**model_inputs, keep_ratio=keep_ratio)
     processor = pipe.processor.video_processor
