@@ -21,12 +21,13 @@ from .media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_vi
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["OmniQAPipeline", "collate_omni_inputs", "prepare_omni_inputs", "to_model_inputs"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "OmniQAPipeline", "collate_omni_inputs", "prepare_omni_inputs", "to_model_inputs"]
 
 # Keys of the dict form (and keyword form) of one request.
 INPUT_KEYS = ("question", "video", "audio", "image", "messages", "video_fps", "sampling_rate")
 _MEDIA_TYPES = ("video", "audio", "image")
-_DEFAULT_SYSTEM_PROMPT = (
+# Qwen2.5-Omni's recommended system prompt (the model was trained with it); the pipeline's default.
+DEFAULT_SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
     "visual inputs, as well as generating text and speech."
 )
@@ -240,7 +241,6 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
     rendered with the processor's chat template (with an explicit system turn), audio is padded to its length plus one
     FFT window. Used by `OmniQAPipeline.preprocess` and the training collator."""
     messages, rates = _to_messages(inputs)
-    sampling = video_sampling or VideoSampling()
     videos, video_rates, audios, audio_from_video, images = [], [], [], [], []
     with_audio, silent = 0, 0
     template_messages = []
@@ -264,7 +264,7 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
                 audio_from_video.append(None)
             else:
                 fps = item.get("fps", item.get("video_fps", rates.get("video_fps")))
-                video = load_video(source, sampling, load_audio=use_audio_in_video is not False, source_fps=fps)
+                video = load_video(source, video_sampling, load_audio=use_audio_in_video is not False, source_fps=fps)
                 videos.append(video.frames)
                 video_rates.append(video.fps)
                 if video.audio is not None and video.audio.size:
@@ -294,7 +294,7 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
         )
     if template_messages[0]["role"] != "system":
         # Always an explicit system turn: chat templates (Qwen's too) add their own default one otherwise.
-        system = _DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+        system = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
         template_messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     prompt = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
 

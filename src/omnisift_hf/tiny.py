@@ -8,6 +8,7 @@ follow the Qwen2.5-Omni processor's assumptions (128 mel bins, 14-pixel patches,
 import torch
 
 from .configuration_omnisift import OmniSiftConfig
+from .pipeline_omni_qa import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -203,12 +204,6 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
 # ----------------------------------------------------------------------------------------------------------------------
 # The embedded default: tokenizer, processor, model and a synthetic clip, all built offline in seconds.
 # ----------------------------------------------------------------------------------------------------------------------
-# Qwen2.5-Omni's recommended system prompt (the model was trained with it).
-DEFAULT_SYSTEM_PROMPT = (
-    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
-    "visual inputs, as well as generating text and speech."
-)
-
 # A ChatML template that renders like Qwen2.5-Omni's: a default system turn, media items as
 # <|vision_bos|><|VIDEO|><|vision_eos|> / <|vision_bos|><|IMAGE|><|vision_eos|> / <|audio_bos|><|AUDIO|><|audio_eos|>
 # placeholders (the processor expands them), text items verbatim.
