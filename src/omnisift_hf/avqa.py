@@ -211,6 +211,8 @@ def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise:
     of amplitude 0.5 with 10 ms fades). Use a `.mkv` path."""
     import av
 
+    from .tiny import mux_audio, mux_video
+
     size, seconds = spec["size"], spec["seconds"]
     num_frames = round(seconds * fps)
     samples = round(seconds * SAMPLING_RATE)
@@ -230,24 +232,18 @@ def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise:
         video.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
         video.codec_context.flags |= av.codec.context.Flags.bitexact
         audio = container.add_stream("flac", rate=SAMPLING_RATE, layout="mono")
-        for index in range(num_frames):
-            frame = np.full((size, size, 3), 128, dtype=np.uint8)
-            for square in spec["squares"]:
-                if square["start"] <= index / fps < square["end"]:
-                    x, y, side = square["x"], square["y"], square["side"]
-                    frame[y : y + side, x : x + side] = COLORS[square["color"]]
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in video.encode():
-            container.mux(packet)
-        chunk = 1024
-        for start in range(0, samples, chunk):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm[None, start : start + chunk]), "s16", "mono")
-            frame.sample_rate, frame.pts = SAMPLING_RATE, start
-            for packet in audio.encode(frame):
-                container.mux(packet)
-        for packet in audio.encode():
-            container.mux(packet)
+
+        def frames():
+            for index in range(num_frames):
+                frame = np.full((size, size, 3), 128, dtype=np.uint8)
+                for square in spec["squares"]:
+                    if square["start"] <= index / fps < square["end"]:
+                        x, y, side = square["x"], square["y"], square["side"]
+                        frame[y : y + side, x : x + side] = COLORS[square["color"]]
+                yield frame
+
+        mux_video(container, video, frames())
+        mux_audio(container, audio, pcm)
     return os.fspath(path)
 
 

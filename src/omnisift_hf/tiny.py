@@ -384,31 +384,53 @@ def write_synthetic_clip(
         if audio:
             audio_rate = 48000 if audio_codec == "libopus" else sampling_rate
             audio_stream = container.add_stream(audio_codec, rate=audio_rate, layout="mono")
-        for index in range(num_frames):
-            frame = np.full((height, width, 3), 128, dtype=np.uint8)
-            side = max(2, min(height, width) // 4)
-            x = int((width - side) * (index / max(num_frames - 1, 1)))
-            y = (height - side) // 2
-            frame[y : y + side, x : x + side] = colors[int(index / fps // 2) % len(colors)]
-            for packet in video_stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in video_stream.encode():
-            container.mux(packet)
+
+        def frames():
+            for index in range(num_frames):
+                frame = np.full((height, width, 3), 128, dtype=np.uint8)
+                side = max(2, min(height, width) // 4)
+                x = int((width - side) * (index / max(num_frames - 1, 1)))
+                y = (height - side) // 2
+                frame[y : y + side, x : x + side] = colors[int(index / fps // 2) % len(colors)]
+                yield frame
+
+        mux_video(container, video_stream, frames())
         if audio_stream is not None:
             rate = audio_stream.rate
             time = np.arange(round(seconds * rate)) / rate
             pitch = 220.0 * 2.0 ** ((time // 2) % len(colors) / 2.0)
-            wave = (0.3 * np.sin(2 * math.pi * np.cumsum(pitch) / rate)).astype(np.float32)
-            chunk = 1024
-            for start in range(0, len(wave), chunk):
-                piece = wave[None, start : start + chunk]
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(piece), format="flt", layout="mono")
-                frame.sample_rate, frame.pts = rate, start
-                for packet in audio_stream.encode(frame):
-                    container.mux(packet)
-            for packet in audio_stream.encode():
-                container.mux(packet)
+            mux_audio(
+                container, audio_stream, (0.3 * np.sin(2 * math.pi * np.cumsum(pitch) / rate)).astype(np.float32)
+            )
     return os.fspath(path)
+
+
+def mux_video(container, stream, frames) -> None:
+    """Encode RGB uint8 frames (H, W, 3) into `stream` of the PyAV output `container`, then flush the encoder."""
+    import av
+
+    for frame in frames:
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def mux_audio(container, stream, waveform, chunk: int = 1024) -> None:
+    """Encode a mono waveform (float32 -> "flt", int16 -> "s16") at `stream.rate` into `stream` of the PyAV output
+    `container`, in chunks with sample-count timestamps, then flush the encoder."""
+    import av
+    import numpy as np
+
+    sample_format = {np.dtype(np.float32): "flt", np.dtype(np.int16): "s16"}[waveform.dtype]
+    for start in range(0, len(waveform), chunk):
+        piece = np.ascontiguousarray(waveform[None, start : start + chunk])
+        frame = av.AudioFrame.from_ndarray(piece, format=sample_format, layout="mono")
+        frame.sample_rate, frame.pts = stream.rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
 
 
 def write_synthetic_audio(path, seconds: float = 4.0, sampling_rate: int = 16000) -> str:
