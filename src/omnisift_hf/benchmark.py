@@ -252,16 +252,35 @@ def fresh_process_memory_probe(args: argparse.Namespace) -> Callable[[str, float
     return probe
 
 
-def _memory_probe_main(args: argparse.Namespace, model, inputs: dict) -> None:
-    """The child side of `fresh_process_memory_probe`: one call, measured, printed as JSON."""
-    keep_ratio = args.keep_ratios[0]
-    options = {"max_new_tokens": args.max_new_tokens, "min_new_tokens": args.max_new_tokens, "do_sample": False}
+def _forced_generation(max_new_tokens: int) -> dict:
+    """`generate()` options of every timed run: greedy, exactly `max_new_tokens` new tokens."""
+    return {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "do_sample": False}
+
+
+def peak_memory(
+    model,
+    inputs: dict,
+    section: str,
+    keep_ratio: float,
+    max_new_tokens: int,
+    memory_probe: Callable[[str, float], int | None] | None = None,
+) -> tuple[int | None, str]:
+    """Peak memory (bytes) of one prefill (`section="prefill"`) or `generate()` (`"generate"`) at `keep_ratio`, and
+    how it was measured: by `memory_probe` (a fresh process, on CPU) when given, else by `PeakMemory` in process."""
+    if memory_probe is not None:
+        return memory_probe(section, keep_ratio), FRESH_PROCESS_METHOD
     with torch.no_grad(), PeakMemory(model.device) as memory:
-        if args.memory_probe == "prefill":
+        if section == "prefill":
             model(**inputs, keep_ratio=keep_ratio)
         else:
-            model.generate(**inputs, keep_ratio=keep_ratio, **options)
-    print(json.dumps({"peak_memory_bytes": memory.peak_bytes}))
+            model.generate(**inputs, keep_ratio=keep_ratio, **_forced_generation(max_new_tokens))
+    return memory.peak_bytes, memory.method
+
+
+def _memory_probe_main(args: argparse.Namespace, model, inputs: dict) -> None:
+    """The child side of `fresh_process_memory_probe`: one call, measured, printed as JSON."""
+    peak_bytes, _ = peak_memory(model, inputs, args.memory_probe, args.keep_ratios[0], args.max_new_tokens)
+    print(json.dumps({"peak_memory_bytes": peak_bytes}))
 
 
 class TokenClock(BaseStreamer):
@@ -422,12 +441,7 @@ def prefill_section(
         flops = count_prefill_flops(model, inputs, keep_ratio=keep_ratio)
         bar.update()
         times = time_prefill(model, inputs, keep_ratio, repeats, warmup, bar)
-        if memory_probe is None:
-            with torch.no_grad(), PeakMemory(model.device) as memory:
-                model(**inputs, keep_ratio=keep_ratio)
-            peak_bytes, method = memory.peak_bytes, memory.method
-        else:
-            peak_bytes, method = memory_probe("prefill", keep_ratio), FRESH_PROCESS_METHOD
+        peak_bytes, method = peak_memory(model, inputs, "prefill", keep_ratio, 0, memory_probe)
         bar.update()
         rows.append(
             {
@@ -473,7 +487,7 @@ def generate_section(
     """Time to first token, total time, tokens/s and peak memory of `generate()` at each keep ratio."""
     bar = _progress(len(keep_ratios) * (warmup + repeats + 1), "generate", progress)
     clock = TokenClock()
-    options = {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "do_sample": False}
+    options = _forced_generation(max_new_tokens)
     rows = []
     for keep_ratio in keep_ratios:
         first, total, new_tokens = [], [], None
@@ -486,12 +500,7 @@ def generate_section(
                 total.append(watch.seconds)
                 new_tokens = sequences.shape[1] - inputs["input_ids"].shape[1]
             bar.update()
-        if memory_probe is None:
-            with torch.no_grad(), PeakMemory(model.device) as memory:
-                model.generate(**inputs, keep_ratio=keep_ratio, **options)
-            peak_bytes, method = memory.peak_bytes, memory.method
-        else:
-            peak_bytes, method = memory_probe("generate", keep_ratio), FRESH_PROCESS_METHOD
+        peak_bytes, method = peak_memory(model, inputs, "generate", keep_ratio, max_new_tokens, memory_probe)
         bar.update()
         ttft, seconds = _median(first), _median(total)
         rows.append(
@@ -522,7 +531,7 @@ def batch_section(
 ) -> dict:
     """Throughput of `generate()` on `samples` in padded batches of each size (1 = one by one). Every sample
     generates exactly `max_new_tokens` tokens; a run covers all samples; times are medians over `repeats` runs."""
-    options = {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "do_sample": False}
+    options = _forced_generation(max_new_tokens)
     bar = _progress(len(batch_sizes) * (warmup + repeats), "batched generate", progress)
     rows = []
     for batch_size in batch_sizes:
