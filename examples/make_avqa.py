@@ -25,11 +25,17 @@ def main() -> int:
     parser.add_argument("--test", type=int, default=500, help="test clips per task (default: 500)")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--clip-seconds", type=float, default=6.0)
+    parser.add_argument("--num-workers", type=int, default=1, help="processes writing clips (same files for any)")
     args = parser.parse_args()
     start = time.perf_counter()
     counts = {"train": args.train, "validation": args.validation, "test": args.test}
     settings = generate_avqa(
-        args.output_dir, counts=counts, seed=args.seed, tasks=args.tasks, clip_seconds=args.clip_seconds
+        args.output_dir,
+        counts=counts,
+        seed=args.seed,
+        tasks=args.tasks,
+        clip_seconds=args.clip_seconds,
+        num_workers=args.num_workers,
     )
     total = sum(counts.values()) * len(settings["tasks"])
     print(

@@ -27,7 +27,13 @@ from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.avqa import avqa_model
 from omnisift_hf.media import VideoSampling
 from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_audio, write_synthetic_clip
-from omnisift_hf.training import FREEZE_POLICIES, OmniQADataCollator, OmniQADataset, freeze
+from omnisift_hf.training import (
+    FREEZE_POLICIES,
+    EncodedOmniQADataset,
+    OmniQADataCollator,
+    OmniQADataset,
+    freeze,
+)
 
 # The synthetic clips: the square is red, then green, blue, yellow, 2 seconds each (see `write_synthetic_clip`).
 COLORS = ("red", "green", "blue", "yellow")
@@ -117,6 +123,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (default: 500)")
     parser.add_argument("--save-total-limit", type=int, default=2, help="checkpoints kept (default: 2)")
     parser.add_argument("--resume-from-checkpoint", help="a checkpoint-N directory of an earlier run to continue")
+    parser.add_argument(
+        "--cache-dir",
+        help="encode every example once (media decoding + processor) into this directory and train from it: for "
+        "several epochs over the same clips (see omnisift_hf.training.EncodedOmniQADataset)",
+    )
+    parser.add_argument("--encode-workers", type=int, default=0, help="--cache-dir: processes encoding (default: 0)")
     parser.add_argument("--dataloader-num-workers", type=int, default=0, help="processes decoding media (default: 0)")
     parser.add_argument("--deepspeed", help="a DeepSpeed JSON config (alternative to an accelerate config file)")
     parser.add_argument("--report-to", default="none", help="tensorboard, wandb, ... (default: none)")
@@ -180,7 +192,7 @@ def main() -> int:
         with training_args.main_process_first(desc="writing the synthetic dataset"):
             data = write_synthetic_dataset(output_dir / "synthetic-data")
     try:
-        dataset = OmniQADataset(data)
+        dataset = examples = OmniQADataset(data)
         sampling = {
             key: value
             for key, value in (("min_pixels", args.video_min_pixels), ("max_pixels", args.video_max_pixels))
@@ -193,6 +205,9 @@ def main() -> int:
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,
         )
+        if args.cache_dir:
+            with training_args.main_process_first(desc="encoding the dataset"):
+                dataset = EncodedOmniQADataset(dataset, collator, args.cache_dir, num_workers=args.encode_workers)
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -224,7 +239,7 @@ def main() -> int:
             # learnt the answer format and the most frequent answer, not yet to read the colour off the frames.
             pipe = pipeline("omni-qa", model=str(output_dir))
             print(f"pipeline('omni-qa', model={str(output_dir)!r}):")
-            for example in (dataset[0], dataset[len(COLORS) * 2 - 2]):  # the 2 s and the 8 s clip
+            for example in (examples[0], examples[len(COLORS) * 2 - 2]):  # the 2 s and the 8 s clip
                 video = example.messages[0]["content"][0]["video"]
                 question = example.messages[0]["content"][-1]["text"]
                 answer = pipe(video=video, question=question, max_new_tokens=12)["answer"]

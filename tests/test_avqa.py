@@ -51,6 +51,18 @@ def test_deterministic_given_the_seed(dataset, tmp_path):
     assert first["squares"] != ours["squares"]
 
 
+def test_parallel_writing_gives_the_same_files(dataset, tmp_path):
+    generate_avqa(tmp_path, counts={"train": 2}, seed=3, num_workers=2)
+    assert (tmp_path / "train.jsonl").read_text() == (dataset / "train.jsonl").read_text()
+    assert (tmp_path / "train.meta.jsonl").read_text() == (dataset / "train.meta.jsonl").read_text()
+    clips = sorted((dataset / "clips" / "train").iterdir())
+    assert [clip.name for clip in clips] == sorted(clip.name for clip in (tmp_path / "clips" / "train").iterdir())
+    for clip in clips:
+        assert clip.read_bytes() == (tmp_path / "clips" / "train" / clip.name).read_bytes()
+    with pytest.raises(ValueError, match="num_workers=0"):
+        generate_avqa(tmp_path, counts=1, num_workers=0)
+
+
 def test_splits_are_disjoint_and_load_as_omniqa_datasets(dataset):
     seen_ids, seen_events = set(), set()
     for split in SPLITS:

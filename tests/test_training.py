@@ -14,6 +14,7 @@ from omnisift_hf.tiny import TINY_TOKEN_IDS, tiny_model, tiny_processor, write_s
 from omnisift_hf.training import (
     FREEZE_POLICIES,
     PARAMETER_GROUPS,
+    EncodedOmniQADataset,
     OmniQADataCollator,
     OmniQADataset,
     OmniQAExample,
@@ -251,6 +252,47 @@ def test_collator_rejects_answers_with_special_tokens(processor, data_dir):
     )
     with pytest.raises(ValueError, match=r"mine\.jsonl, line 9: .*special tokens"):
         OmniQADataCollator(processor)([example])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Encode once, train many epochs
+# ---------------------------------------------------------------------------------------------------------------------
+def _assert_same_batch(first: dict, second: dict) -> None:
+    assert first.keys() == second.keys()
+    for key, value in first.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(value, second[key]), key
+        else:
+            assert value == second[key], key
+
+
+def test_encoded_dataset_gives_the_batches_of_the_media(dataset, processor, tmp_path):
+    collator = OmniQADataCollator(processor, keep_ratio=0.5)
+    encoded = EncodedOmniQADataset(dataset, collator, tmp_path / "cache", num_workers=1)
+    assert len(encoded) == len(dataset) == len(list((tmp_path / "cache").glob("*.safetensors")))
+    # clips with their sound, an audio file, a multi-turn chat with a system turn
+    _assert_same_batch(collator(list(dataset)), collator(list(encoded)))
+    assert encoded[0]["source"] == dataset[0].source and encoded[0]["use_audio_in_video"] is True
+    assert encoded[1]["use_audio_in_video"] is None
+    # A batch mixing clips with and without their sound is refused like one of raw examples, naming the lines.
+    with pytest.raises(ValueError, match=r"train\.jsonl, line 1.*train\.jsonl, line 3"):
+        collator([encoded[0], {**encoded[2], "use_audio_in_video": False}])
+
+
+def test_encoded_dataset_resumes_and_refuses_a_cache_of_other_settings(dataset, processor, tmp_path):
+    collator = OmniQADataCollator(processor)
+    first = EncodedOmniQADataset(dataset, collator, tmp_path)
+    kept = first.paths[0].stat().st_mtime_ns
+    first.paths[1].unlink()  # as if interrupted
+    again = EncodedOmniQADataset(dataset, collator, tmp_path)
+    assert again.paths[1].exists() and again.paths[0].stat().st_mtime_ns == kept  # only the missing one re-encoded
+    _assert_same_batch(collator([dataset[1]]), collator([again[1]]))
+    with pytest.raises(ValueError, match=r"cache_dir=.*differs in \['system_prompt'\]"):
+        EncodedOmniQADataset(dataset, OmniQADataCollator(processor, system_prompt="Be brief."), tmp_path)
+    with pytest.raises(ValueError, match=r"differs in \['num_examples', 'sources'\]"):
+        EncodedOmniQADataset([dataset[0]], collator, tmp_path)
+    with pytest.raises(ValueError, match="num_workers=-1"):
+        EncodedOmniQADataset(dataset, collator, tmp_path, num_workers=-1)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

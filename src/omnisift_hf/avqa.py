@@ -247,6 +247,17 @@ def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise:
     return os.fspath(path)
 
 
+def _write_one(job: tuple) -> tuple[dict, dict]:
+    directory, seed, split, task, index, clip_seconds, size, fps = job
+    rng = np.random.default_rng([seed, _SPLIT_INDEX[split], TASKS.index(task), index])
+    spec = make_clip_spec(task, rng, clip_seconds, size)
+    clip_id = f"{split}-{task}-{index:05d}"
+    relative = f"clips/{split}/{clip_id}.mkv"
+    write_clip(Path(directory) / relative, spec, rng, fps=fps)
+    line = {"id": clip_id, "video": relative, "question": spec["question"], "answer": spec["answer"]}
+    return line, {"id": clip_id, "video": relative, "fps": fps, **spec}
+
+
 def generate_avqa(
     directory,
     counts: dict[str, int] | int = 200,
@@ -255,6 +266,7 @@ def generate_avqa(
     clip_seconds: float = 6.0,
     size: int = 112,
     fps: int = 10,
+    num_workers: int = 1,
 ) -> dict:
     """Write an AVQA dataset into `directory`: `clips/<split>/<id>.mkv`, `<split>.jsonl` (the `OmniQADataset`
     format: `video`, `question`, `answer`, `id`), `<split>.meta.jsonl` (the same ids with their events, for
@@ -262,7 +274,8 @@ def generate_avqa(
 
     counts: clips per task and split (`{"train": 2000, "validation": 100, "test": 500}`, or one int for all).
     Each clip is drawn from `np.random.default_rng([seed, split, task, index])`: deterministic, independent of the
-    other counts, and the splits never share a generator (disjoint by construction).
+    other counts and of `num_workers` (processes writing clips in parallel), and the splits never share a generator
+    (disjoint by construction).
     """
     directory = Path(directory)
     if isinstance(counts, int):
@@ -270,6 +283,8 @@ def generate_avqa(
     unknown = set(counts) - set(SPLITS)
     if unknown:
         raise ValueError(f"AVQA: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"AVQA: num_workers={num_workers!r}; use an integer >= 1")
     settings = {
         "seed": seed,
         "counts_per_task": dict(counts),
@@ -283,20 +298,20 @@ def generate_avqa(
     }
     for split, count in counts.items():
         (directory / "clips" / split).mkdir(parents=True, exist_ok=True)
-        lines, metas = [], []
-        for index in range(count):
-            for task in tasks:
-                rng = np.random.default_rng([seed, _SPLIT_INDEX[split], TASKS.index(task), index])
-                spec = make_clip_spec(task, rng, clip_seconds, size)
-                clip_id = f"{split}-{task}-{index:05d}"
-                relative = f"clips/{split}/{clip_id}.mkv"
-                write_clip(directory / relative, spec, rng, fps=fps)
-                lines.append(
-                    {"id": clip_id, "video": relative, "question": spec["question"], "answer": spec["answer"]}
-                )
-                metas.append({"id": clip_id, "video": relative, "fps": fps, **spec})
-        (directory / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-        (directory / f"{split}.meta.jsonl").write_text("".join(json.dumps(meta) + "\n" for meta in metas))
+        jobs = [
+            (os.fspath(directory), seed, split, task, index, clip_seconds, size, fps)
+            for index in range(count)
+            for task in tasks
+        ]
+        if num_workers == 1:
+            written = [_write_one(job) for job in jobs]
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+                written = pool.map(_write_one, jobs, chunksize=16)
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line, _ in written))
+        (directory / f"{split}.meta.jsonl").write_text("".join(json.dumps(meta) + "\n" for _, meta in written))
     (directory / "avqa.json").write_text(json.dumps(settings, indent=2) + "\n")
     return settings
 
