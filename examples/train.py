@@ -25,7 +25,7 @@ from transformers import AutoProcessor, Trainer, TrainingArguments, pipeline
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.avqa import avqa_model
-from omnisift_hf.media import VideoSampling
+from omnisift_hf.media import video_sampling_of
 from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_audio, write_synthetic_clip
 from omnisift_hf.training import (
     FREEZE_POLICIES,
@@ -84,10 +84,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-layers", type=int, default=4, help="--init avqa: decoder layers (default 4)")
     parser.add_argument("--data", help="training JSONL file; default: a synthetic dataset written into --output-dir")
     parser.add_argument(
-        "--video-min-pixels", type=int, help="VideoSampling.min_pixels per frame (default: Qwen's 128 x 28 x 28)"
+        "--video-min-pixels",
+        type=int,
+        help="minimum pixels per sampled frame (default: the processor's, Qwen's 128 x 28 x 28); saved with the processor",
     )
     parser.add_argument(
-        "--video-max-pixels", type=int, help="VideoSampling.max_pixels per frame (default: Qwen's 768 x 28 x 28)"
+        "--video-max-pixels",
+        type=int,
+        help="maximum pixels per sampled frame (default: the processor's, Qwen's 768 x 28 x 28); saved with the processor",
     )
     parser.add_argument(
         "--freeze",
@@ -193,14 +197,19 @@ def main() -> int:
             data = write_synthetic_dataset(output_dir / "synthetic-data")
     try:
         dataset = examples = OmniQADataset(data)
-        sampling = {
-            key: value
-            for key, value in (("min_pixels", args.video_min_pixels), ("max_pixels", args.video_max_pixels))
-            if value is not None
-        }
+        # Frame-size bounds go into the processor's config: the saved checkpoint then samples frames as it was
+        # trained, in the pipeline and in later training runs (omnisift_hf.media.video_sampling_of).
+        if args.video_min_pixels or args.video_max_pixels:
+            default = video_sampling_of(processor)
+            bounds = {
+                "shortest_edge": args.video_min_pixels or default.min_pixels,
+                "longest_edge": args.video_max_pixels or default.max_pixels,
+            }
+            if bounds["shortest_edge"] > bounds["longest_edge"]:
+                raise ValueError(f"--video-min-pixels {bounds['shortest_edge']} exceeds --video-max-pixels")
+            processor.video_processor.size = bounds
         collator = OmniQADataCollator(
             processor,
-            video_sampling=VideoSampling(**sampling) if sampling else None,
             keep_ratio=args.keep_ratio,
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,

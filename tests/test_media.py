@@ -20,7 +20,8 @@ from qwen_omni_utils.v2_5.vision_process import smart_nframes
 from transformers import AutoProcessor, Qwen2_5OmniProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" task)
-from omnisift_hf.media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video
+from omnisift_hf.media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video, video_sampling_of
+from omnisift_hf.pipeline_omni_qa import prepare_omni_inputs
 from omnisift_hf.tiny import (
     DEFAULT_SYSTEM_PROMPT,
     TINY_SPECIAL_TOKENS,
@@ -140,6 +141,21 @@ def test_custom_sampling_bounds_are_respected(media):
     assert video.fps == pytest.approx(4 / 75 * 25)
     assert height % 28 == 0 and width % 28 == 0
     assert sampling.min_pixels <= height * width <= sampling.max_pixels
+
+
+def test_default_sampling_comes_from_the_processor(media, tmp_path):
+    processor = tiny_processor()
+    assert video_sampling_of(processor) == VideoSampling()  # Qwen's processor config holds Qwen's pixel bounds
+    processor.video_processor.size = {"shortest_edge": 16 * 28 * 28, "longest_edge": 16 * 28 * 28}
+    processor.save_pretrained(tmp_path)
+    reloaded = AutoProcessor.from_pretrained(tmp_path)
+    assert video_sampling_of(reloaded) == VideoSampling(min_pixels=16 * 28 * 28, max_pixels=16 * 28 * 28)
+    # The pipeline's and the collator's shared preprocessing samples at the checkpoint's frame size by default.
+    grid = prepare_omni_inputs(reloaded, {"video": media["mp4"], "question": "?"})["video_grid_thw"]
+    assert grid[0, 1:].tolist() == [8, 8]  # 112 x 112 frames: 4 x 4 merged tokens of 28 x 28 pixels
+    processor.video_processor.size = {"shortest_edge": 2 * 12544, "longest_edge": 12544}
+    with pytest.raises(ValueError, match="shortest_edge"):
+        video_sampling_of(processor)
 
 
 @pytest.mark.parametrize("container", ["mp4", "mkv", "webm"])

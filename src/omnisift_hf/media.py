@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["SAMPLING_RATE", "LoadedVideo", "VideoSampling", "load_audio", "load_image", "load_video"]
+__all__ = [
+    "SAMPLING_RATE",
+    "LoadedVideo",
+    "VideoSampling",
+    "load_audio",
+    "load_image",
+    "load_video",
+    "video_sampling_of",
+]
 
 SAMPLING_RATE = 16000  # what the Qwen2.5-Omni audio encoder expects
 _VIDEO_SUFFIXES = ".mp4, .mkv, .webm, .mov, .avi"
@@ -49,6 +57,23 @@ class VideoSampling:
                 f"VideoSampling: min_frames={self.min_frames} / max_frames={self.max_frames} must satisfy "
                 "2 <= min_frames <= max_frames."
             )
+
+
+def video_sampling_of(processor) -> VideoSampling:
+    """The default `VideoSampling` of a checkpoint: Qwen's policy with the per-frame pixel bounds its video processor
+    stores (`size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}`, as Qwen2.5-Omni's processor config
+    does). For Qwen's own checkpoints that is exactly `VideoSampling()`; a checkpoint trained at another frame size
+    (the AVQA default, 112 x 112) carries it, so the pipeline and the training collator sample its frames as it
+    was trained."""
+    size = getattr(getattr(processor, "video_processor", None), "size", None)
+    bounds = {}
+    for key, name in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
+        value = size.get(key) if size is not None else None
+        if value is not None:
+            bounds[name] = int(value)
+    if bounds.get("min_pixels", 0) > bounds.get("max_pixels", float("inf")):
+        raise ValueError(f"video processor size={dict(size)!r}: shortest_edge (min pixels) exceeds longest_edge.")
+    return VideoSampling(**bounds)
 
 
 @dataclass

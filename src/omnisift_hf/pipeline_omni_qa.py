@@ -17,7 +17,7 @@ from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
 from transformers.utils.chat_template_utils import Chat
 
-from .media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video
+from .media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video, video_sampling_of
 
 logger = logging.get_logger(__name__)
 
@@ -58,7 +58,9 @@ class OmniQAPipeline(Pipeline):
     model config's), `use_audio_in_video` (default: True for videos that have an audio track), `max_new_tokens`,
     `generate_kwargs` (or generation parameters such as `do_sample=True` directly), `system_prompt` (default: the
     Qwen2.5-Omni system prompt), `video_sampling` (a `VideoSampling`, Qwen's 2 fps policy by default),
-    `skip_special_tokens`.
+    `skip_special_tokens`. The default `video_sampling` is Qwen's with the frame-size bounds of the processor's video
+    processor (`media.video_sampling_of`), so a checkpoint trained at another frame size is sampled as it was
+    trained.
 
     Returns, per input, `{"answer": str, "num_video_tokens", "num_kept_video_tokens", "num_audio_tokens",
     "num_kept_audio_tokens", "prompt_tokens", "prefill_tokens"}`: media tokens before/after compression and the
@@ -239,8 +241,11 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
     """One request (dict form or chat messages) -> `Qwen2_5OmniProcessor` outputs for one sample, plus the
     `use_audio_in_video` flag it needs (None without video). Media are loaded with `omnisift_hf.media`, the prompt is
     rendered with the processor's chat template (with an explicit system turn), audio is padded to its length plus one
-    FFT window. Used by `OmniQAPipeline.preprocess` and the training collator."""
+    FFT window. `video_sampling` defaults to `media.video_sampling_of(processor)`. Used by
+    `OmniQAPipeline.preprocess` and the training collator."""
     messages, rates = _to_messages(inputs)
+    if video_sampling is None:
+        video_sampling = video_sampling_of(processor)
     videos, video_rates, audios, audio_from_video, images = [], [], [], [], []
     with_audio, silent = 0, 0
     template_messages = []

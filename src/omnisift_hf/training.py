@@ -47,7 +47,7 @@ from transformers import ProcessorMixin
 from transformers.utils import logging
 
 from .configuration_omnisift import check_keep_ratio
-from .media import VideoSampling
+from .media import VideoSampling, video_sampling_of
 from .pipeline_omni_qa import collate_omni_inputs, prepare_omni_inputs
 
 logger = logging.get_logger(__name__)
@@ -417,7 +417,8 @@ class OmniQADataCollator:
             for training, overriding the split derived from `keep_ratio` (see `OmniSiftConfig`).
         system_prompt (`str`, *optional*): the system turn for examples without one (default: Qwen2.5-Omni's, as in
             the pipeline; `""` for none).
-        video_sampling ([`VideoSampling`], *optional*): frame sampling (default: Qwen's 2 fps policy).
+        video_sampling ([`VideoSampling`], *optional*): frame sampling (default: Qwen's 2 fps policy with the frame
+            size bounds of the processor, `media.video_sampling_of`).
         end_of_turn_token (`str`, *optional*, defaults to `"<|im_end|>"`): appended to every answer and learnt, so the
             model learns to stop.
 
@@ -532,7 +533,7 @@ class OmniQADataCollator:
             "vocab_size": len(tokenizer),
             "chat_template": self.processor.chat_template,
             "system_prompt": self.system_prompt,
-            "video_sampling": None if self.video_sampling is None else asdict(self.video_sampling),
+            "video_sampling": asdict(self.video_sampling or video_sampling_of(self.processor)),
             "end_of_turn_token": self.end_of_turn_token,
         }
 
