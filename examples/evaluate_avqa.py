@@ -4,7 +4,7 @@ bootstrap 95% intervals of OmniSIFT minus each baseline, and a "drop all audio" 
 
     python examples/make_avqa.py --output-dir avqa
     python examples/evaluate_avqa.py --model omnisift-avqa --data avqa --output-dir avqa-eval
-    python examples/evaluate_avqa.py --data avqa --limit-per-task 20      # the random tiny default: a smoke test
+    python examples/evaluate_avqa.py --data avqa --limit-per-task 20      # the embedded default, 20 clips per task
 
 Writes `report.json` (per-condition summaries and paired differences; `--per-clip` adds every clip's result),
 `report.md` (the tables) and `accuracy_vs_retention.png` into --output-dir. Scoring is teacher-forced over each task's
@@ -21,13 +21,14 @@ import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.avqa import METHODS, evaluate_avqa, load_avqa_split, markdown_report, plot_avqa
-from omnisift_hf.tiny import tiny_model, tiny_processor
+from omnisift_hf.avqa import AVQA_CHECKPOINT, METHODS, evaluate_avqa, load_avqa_split, markdown_report, plot_avqa
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="OmniSIFT checkpoint directory (model + processor); default: tiny random")
+    parser.add_argument(
+        "--model", help="OmniSIFT checkpoint directory (model + processor); default: the embedded AVQA model"
+    )
     parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--limit-per-task", type=int, help="evaluate only the first N clips of each task")
@@ -41,11 +42,9 @@ def main() -> int:
     parser.add_argument("--output-dir", default="avqa-eval")
     args = parser.parse_args()
 
-    if args.model:
-        model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32)
-        processor = AutoProcessor.from_pretrained(args.model)
-    else:
-        model, processor = tiny_model(), tiny_processor()
+    checkpoint = args.model or str(AVQA_CHECKPOINT)
+    model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(checkpoint)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
     examples, metas = load_avqa_split(args.data, args.split, args.limit_per_task)
@@ -64,7 +63,7 @@ def main() -> int:
         progress=True,
     )
     report["settings"] = {
-        "model": args.model or "tiny random (omnisift_hf.tiny.tiny_model)",
+        "model": args.model or "the embedded default (omnisift_hf.avqa.AVQA_CHECKPOINT)",
         "data": str(args.data),
         "split": args.split,
         "clips": len(examples),

@@ -1,10 +1,13 @@
 """Answer a question about an audio-visual clip with OmniSIFT, and show what it kept and what it saved.
 
-With no arguments this runs offline in seconds: the embedded tiny default (a random-weight OmniSIFT model with a real
-Qwen2.5-Omni processor and a small tokenizer) answers a question about a synthetic 20 s clip with sound. The tiny model
-is untrained, so its answer is noise; the token counts and FLOPs are real. With a real checkpoint and file:
+With no arguments this runs offline in seconds: the embedded default, a small OmniSIFT model trained on the synthetic
+audio-visual QA clips of `omnisift_hf.avqa` and shipped inside the package (`omnisift_hf.avqa.AVQA_CHECKPOINT`),
+answers one question of each AVQA task about freshly written clips (a coloured square shown for about a second, beeps
+of four pitches) at keep_ratio=0.25, in one batch, and prints its answers next to the true ones, the tokens kept and
+the prefill FLOPs saved. With your own clip, or a real checkpoint:
 
     python examples/quickstart.py
+    python examples/quickstart.py --seed 7 --keep-ratio 0.15
     python examples/quickstart.py --visualize kept.png
     python examples/quickstart.py --model org/omnisift-qwen2.5-omni-7b --video clip.mp4 \
         --question "What is the person doing?" --keep-ratio 0.25 --device cuda --dtype bfloat16
@@ -16,13 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
+from omnisift_hf.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
 from omnisift_hf.pipeline_omni_qa import to_model_inputs
 from omnisift_hf.profiling import count_prefill_flops
-from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_clip
 from omnisift_hf.visualization import render_pipeline
 
 
@@ -32,9 +36,10 @@ def step(message: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="OmniSIFT checkpoint (directory or Hub id); default: the embedded tiny model")
-    parser.add_argument("--video", help="video file (mp4, mkv, webm, ...); default: a synthetic 20 s clip with audio")
+    parser.add_argument("--model", help="OmniSIFT checkpoint (directory or Hub id); default: the embedded AVQA model")
+    parser.add_argument("--video", help="video file (mp4, mkv, webm, ...); default: one synthetic AVQA clip per task")
     parser.add_argument("--question", default="What is happening in this video, and what do you hear?")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default: 0)")
     parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
@@ -44,36 +49,49 @@ def main() -> int:
     args = parser.parse_args()
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    if args.model is None:
-        step("building the embedded tiny default (random weights, real processor) ...")
-        pipe = pipeline("omni-qa", model=tiny_model(), processor=tiny_processor(), device=device)
-    else:
-        step(f"loading {args.model} ...")
-        pipe = pipeline("omni-qa", model=args.model, device=device, dtype=args.dtype)
+    model = args.model or str(AVQA_CHECKPOINT)
+    step(f"loading {'the embedded default ' if args.model is None else ''}{model} ...")
+    pipe = pipeline("omni-qa", model=model, device=device, dtype=args.dtype)
 
     with tempfile.TemporaryDirectory() as scratch:
-        video = args.video
-        if video is None:
-            step("writing a synthetic 20 s clip with audio (PyAV) ...")
-            video = write_synthetic_clip(Path(scratch) / "clip.mp4", seconds=20.0)
-        step(f"decoding {video} (2 frames per second, audio at 16 kHz) ...")
+        if args.video is None:
+            step(f"writing one synthetic 6 s AVQA clip per task (seed {args.seed}) ...")
+            requests, truths = [], []
+            for index, task in enumerate(TASKS):
+                rng = np.random.default_rng([args.seed, 99, index])  # never a training clip's generator
+                spec = make_clip_spec(task, rng)
+                path = write_clip(Path(scratch) / f"{task}.mkv", spec, rng)
+                requests.append({"video": path, "question": spec["question"]})
+                truths.append(spec["answer"])
+        else:
+            requests, truths = [{"video": args.video, "question": args.question}], [None]
+        step(f"decoding {len(requests)} clip(s) (2 frames per second, audio at 16 kHz) ...")
         try:
-            inputs = pipe.preprocess({"video": video, "question": args.question})
+            inputs = pipe.preprocess(requests[0])
         except (FileNotFoundError, IsADirectoryError, ValueError, TypeError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-        if args.visualize:  # inside the block: the synthetic clip lives in `scratch`
+        if args.visualize:  # inside the block: the synthetic clips live in `scratch`
             step(f"drawing what is kept into {args.visualize} ...")
-            render_pipeline(pipe, video, keep_ratio=args.keep_ratio).save(args.visualize)
+            render_pipeline(pipe, requests[0]["video"], keep_ratio=args.keep_ratio).save(args.visualize)
+        step(f"answering with keep_ratio={args.keep_ratio} (one batch) ...")
+        results = pipe(
+            requests, batch_size=len(requests), keep_ratio=args.keep_ratio, max_new_tokens=args.max_new_tokens
+        )
 
-    step(f"answering with keep_ratio={args.keep_ratio} ...")
-    outputs = pipe.forward(
-        inputs, generate_kwargs={"keep_ratio": args.keep_ratio, "max_new_tokens": args.max_new_tokens}
-    )
-    result = pipe.postprocess(outputs)
+    correct = 0
+    for request, truth, result in zip(requests, truths, results, strict=True):
+        print(f"\nquestion: {request['question']}")
+        if truth is None:
+            print(f"answer:   {result['answer']!r}")
+        else:
+            correct += result["answer"] == truth.strip()
+            print(f"answer:   {result['answer']!r}   (true answer: {truth.strip()!r})")
+    if truths[0] is not None:
+        print(f"\n{correct}/{len(truths)} correct at keep_ratio={args.keep_ratio}")
 
-    print(f"\nquestion: {args.question}")
-    print(f"answer:   {result['answer']!r}" + ("  (untrained tiny model: noise)" if args.model is None else ""))
+    result = results[0]
+    print(f"\nfirst clip: {Path(requests[0]['video']).name}")
     for modality in ("video", "audio"):
         total, kept = result[f"num_{modality}_tokens"], result[f"num_kept_{modality}_tokens"]
         share = f" ({kept / total:.1%})" if total else ""
@@ -95,7 +113,7 @@ def main() -> int:
             print(f"{label}: {full[name] / 1e9:.2f} G -> {compressed[name] / 1e9:.2f} G ({saved:.1%} saved)")
         if args.model is None:
             print(
-                "  (tiny model: the encoders, paid in full at every ratio, are a large share; see the README's benchmarks)"
+                "  (small model: the encoders, paid in full at every ratio, are a large share; see the README's benchmarks)"
             )
     return 0
 

@@ -17,11 +17,12 @@ from .configuration_omnisift import OmniSiftConfig
 from .media import LoadedVideo, VideoSampling, load_audio, load_image, load_video
 from .modeling_omnisift import OmniSiftAudioSelector, OmniSiftCausalLMOutputWithPast, OmniSiftForConditionalGeneration
 from .pipeline_omni_qa import OmniQAPipeline
-from .training import OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
+from .training import EncodedOmniQADataset, OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EncodedOmniQADataset",
     "KeepRatios",
     "LoadedVideo",
     "OmniQADataCollator",

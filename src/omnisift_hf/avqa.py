@@ -60,6 +60,7 @@ from .media import VideoSampling
 
 __all__ = [
     "ANSWERS",
+    "AVQA_CHECKPOINT",
     "AVQA_VIDEO_SAMPLING",
     "BASELINES",
     "COLORS",
@@ -102,6 +103,10 @@ ANSWERS = {
 AVQA_VIDEO_SAMPLING = VideoSampling(fps=2.0, min_pixels=112 * 112, max_pixels=112 * 112)
 BASELINES = ("random", "uniform", "stvp_random_audio")
 METHODS = ("omnisift", *BASELINES)
+
+# The embedded default: a small OmniSIFT model trained on AVQA (how: examples/avqa_default.sh), installed with
+# the package. `pipeline("omni-qa", model=str(AVQA_CHECKPOINT))`; its processor samples frames at 112 x 112.
+AVQA_CHECKPOINT = Path(__file__).parent / "checkpoints" / "avqa-tiny"
 
 SAMPLING_RATE = 16000
 AUDIO_TOKENS_PER_SECOND = 25
