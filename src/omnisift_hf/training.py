@@ -546,7 +546,7 @@ def _is_encoded(feature) -> bool:
 # Data: encode once, train many epochs
 # ---------------------------------------------------------------------------------------------------------------------
 _CACHE_MANIFEST = "omnisift_encoded.json"
-_NO_FLAG = {"true": True, "false": False, "none": None}
+_FLAG_VALUES = {"true": True, "false": False, "none": None}
 
 
 class _EncodeJob(Dataset):
@@ -577,7 +577,7 @@ class EncodedOmniQADataset(Dataset):
     Training for many epochs over the same clips then skips the media pipeline: the collator only pads (on the
     synthetic AVQA clips, batch 16, 2 CPU cores: ~0.7-1.2 s of media work per step saved). Items are the encoded
     dicts, which `OmniQADataCollator.__call__` accepts as they are; keep ratios still come from the collator used in
-    training. Tensors are stored exactly as the processor made them (float32 features: about 1.8 MB per 6 s clip of
+    training. Tensors are stored exactly as the processor made them (float32 features: about 2 MB per 6 s clip of
     112 x 112 frames), so a batch from the cache equals a batch built from the media.
 
     Args:
@@ -627,6 +627,6 @@ class EncodedOmniQADataset(Dataset):
         with safe_open(self.paths[index], framework="pt") as handle:
             metadata = handle.metadata()
             sample = {key: handle.get_tensor(key) for key in handle.keys()}
-        sample["use_audio_in_video"] = _NO_FLAG[metadata["use_audio_in_video"]]
+        sample["use_audio_in_video"] = _FLAG_VALUES[metadata["use_audio_in_video"]]
         sample["source"] = metadata["source"]
         return sample
