@@ -1,6 +1,7 @@
 """Pictures of a compressed clip: each link from an LLM video token back to its pixels, and the rendered PNG."""
 
 import io
+import math
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from omnisift_hf.visualization import (
     STRIP_HEIGHT,
     STRIP_TITLE_HEIGHT,
     TITLE_HEIGHT,
+    _font,
     frames_from_pixel_values,
     kept_token_mask,
     media_keep_masks,
@@ -133,7 +135,13 @@ def test_render_pipeline_synthetic_clip(tmp_path, processor):
     assert grid.tolist() == [[4, 24, 24]]  # 4 s at 2 fps, the processor's default resolution
     slices, blocks = 4, 12
     columns, tile = 4, blocks * 6
-    width = 2 * MARGIN + columns * tile + (columns - 1) * GAP
+    # Wide enough for the tiles and for the one-line title, whichever is wider (here the title: 4 tiles only).
+    nv, kv = int(out.num_video_tokens[0]), int(out.num_kept_video_tokens[0])
+    na, ka = int(out.num_audio_tokens[0]), int(out.num_kept_audio_tokens[0])
+    title = f"keep_ratio=0.25: {kv + ka}/{nv + na} audio+video tokens kept (video {kv}/{nv}, audio {ka}/{na})"
+    title_width = 2 * MARGIN + math.ceil(_font(13).getlength(title))
+    width = max(2 * MARGIN + columns * tile + (columns - 1) * GAP, title_width)
+    assert width == title_width
     height = (
         MARGIN + TITLE_HEIGHT + tile + LABEL_HEIGHT + MARGIN + GAP + STRIP_TITLE_HEIGHT + STRIP_HEIGHT + AXIS_HEIGHT
     )

@@ -257,14 +257,6 @@ def render_compressed_clip(
     columns = columns or min(slices, 8)
     rows = math.ceil(slices / columns)
     tile_w, tile_h = blocks_w * block_pixels, blocks_h * block_pixels
-    width = 2 * MARGIN + columns * tile_w + (columns - 1) * GAP
-    height = MARGIN + TITLE_HEIGHT + rows * (tile_h + LABEL_HEIGHT) + (rows - 1) * GAP + MARGIN
-    if audio_keep is not None:
-        height += GAP + STRIP_TITLE_HEIGHT + STRIP_HEIGHT + AXIS_HEIGHT
-    image = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(image)
-    font = _font(11)
-
     kept_video = int(video_keep.sum())
     num_audio = 0 if audio_keep is None else audio_keep.numel()
     kept_audio = 0 if audio_keep is None else int(audio_keep.sum())
@@ -272,7 +264,19 @@ def render_compressed_clip(
         title = f"video: {kept_video}/{video_keep.numel()} tokens kept ({kept_video / video_keep.numel():.1%})"
         if audio_keep is not None and num_audio:
             title += f"   audio: {kept_audio}/{num_audio} kept ({kept_audio / num_audio:.1%})"
-    draw.text((MARGIN, MARGIN), title, fill=INK, font=_font(13))
+    title_font = _font(13)
+
+    # Wide enough for the tiles and for the title (a short clip has few tiles).
+    width = max(
+        2 * MARGIN + columns * tile_w + (columns - 1) * GAP, 2 * MARGIN + math.ceil(title_font.getlength(title))
+    )
+    height = MARGIN + TITLE_HEIGHT + rows * (tile_h + LABEL_HEIGHT) + (rows - 1) * GAP + MARGIN
+    if audio_keep is not None:
+        height += GAP + STRIP_TITLE_HEIGHT + STRIP_HEIGHT + AXIS_HEIGHT
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font = _font(11)
+    draw.text((MARGIN, MARGIN), title, fill=INK, font=title_font)
 
     boxes = []
     for index in range(slices):
