@@ -58,7 +58,7 @@ def reference_key(name: str) -> str:
 def native_thinker_config(**overrides) -> Qwen2_5OmniThinkerConfig:
     """The Qwen2.5-Omni thinker config with exactly the tiny OmniSIFT sizes and token ids."""
     fields = tiny_config(**overrides).to_dict()
-    for key in (*OMNISIFT_FIELDS, "model_type", "architectures", "transformers_version", "auto_map"):
+    for key in (*OMNISIFT_FIELDS, "model_type", "architectures", "transformers_version", "auto_map", "_name_or_path"):
         fields.pop(key, None)
     return Qwen2_5OmniThinkerConfig(**fields)
 

@@ -7,21 +7,13 @@ import re
 import pytest
 from conftest import full_model_config
 from huggingface_hub.errors import StrictDataclassError
+from reference_layout import native_thinker_config
 from transformers import AutoConfig, Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftConfig
 from omnisift_hf.tiny import tiny_config
 
 RATIO_FIELDS = ("keep_ratio", "video_keep_ratio", "audio_keep_ratio")
-OMNISIFT_FIELDS = (*RATIO_FIELDS, "selector_hidden_size", "selector_num_heads", "selector_mlp_size")
-
-
-def tiny_thinker_config() -> Qwen2_5OmniThinkerConfig:
-    """The native thinker config with exactly the tiny OmniSIFT sizes and token ids (and none of the knobs)."""
-    fields = tiny_config().to_dict()
-    for key in (*OMNISIFT_FIELDS, "model_type", "architectures", "transformers_version", "_name_or_path"):
-        fields.pop(key, None)
-    return Qwen2_5OmniThinkerConfig(**fields)
 
 
 def assert_default_knobs(config: OmniSiftConfig) -> None:
@@ -171,7 +163,7 @@ def test_auto_config_resolves_omnisift_directory(tmp_path):
 # Reading Qwen2.5-Omni config files
 # ----------------------------------------------------------------------------------------------------------------------
 def test_from_full_qwen_omni_config_reads_thinker_config(tmp_path):
-    thinker = tiny_thinker_config()
+    thinker = native_thinker_config()
     full_model_config(thinker).save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "qwen2_5_omni"
 
@@ -195,7 +187,7 @@ def test_from_full_qwen_omni_config_reads_thinker_config(tmp_path):
 
 
 def test_from_full_qwen_omni_config_with_knob_kwargs(tmp_path):
-    full_model_config(tiny_thinker_config()).save_pretrained(tmp_path)
+    full_model_config(native_thinker_config()).save_pretrained(tmp_path)
     loaded = OmniSiftConfig.from_pretrained(tmp_path, keep_ratio=0.35, selector_hidden_size=16, selector_num_heads=2)
     assert loaded.keep_ratio == 0.35
     assert (loaded.selector_hidden_size, loaded.selector_num_heads) == (16, 2)
@@ -203,7 +195,7 @@ def test_from_full_qwen_omni_config_with_knob_kwargs(tmp_path):
 
 
 def test_from_thinker_only_config(tmp_path):
-    thinker = tiny_thinker_config()
+    thinker = native_thinker_config()
     thinker.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "qwen2_5_omni_thinker"
 
@@ -219,7 +211,7 @@ def test_from_thinker_only_config(tmp_path):
 
 
 def test_from_qwen_config_then_save_is_an_omnisift_config(tmp_path):
-    full_model_config(tiny_thinker_config()).save_pretrained(tmp_path / "qwen")
+    full_model_config(native_thinker_config()).save_pretrained(tmp_path / "qwen")
     OmniSiftConfig.from_pretrained(tmp_path / "qwen").save_pretrained(tmp_path / "omnisift")
     data = json.loads((tmp_path / "omnisift" / "config.json").read_text())
     assert data["model_type"] == "omnisift"

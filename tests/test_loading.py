@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers.conversion_mapping as conversion_mapping
 from conftest import build_inputs, full_model_config
+from reference_layout import native_thinker_config
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModel,
@@ -23,8 +24,6 @@ from omnisift_hf import OmniSiftAudioSelector, OmniSiftConfig, OmniSiftForCondit
 from omnisift_hf.tiny import tiny_config
 
 CLASS_NAME = "OmniSiftForConditionalGeneration"
-OMNISIFT_FIELDS = ("keep_ratio", "video_keep_ratio", "audio_keep_ratio")
-SELECTOR_FIELDS = ("selector_hidden_size", "selector_num_heads", "selector_mlp_size")
 
 # The 18 selector tensors of the published OmniSIFT checkpoint (`thinker.compressor.*`), see ARCHITECTURE.md.
 REFERENCE_SELECTOR_KEYS = {
@@ -54,21 +53,6 @@ def selector_parameter_count(hidden: int, width: int = 512, mlp: int = 256) -> i
     return projections + norms + attention + score_head
 
 
-def thinker_config() -> Qwen2_5OmniThinkerConfig:
-    """The native thinker config with exactly the tiny OmniSIFT sizes and token ids."""
-    fields = tiny_config().to_dict()
-    for key in (
-        *OMNISIFT_FIELDS,
-        *SELECTOR_FIELDS,
-        "model_type",
-        "architectures",
-        "transformers_version",
-        "_name_or_path",
-    ):
-        fields.pop(key, None)
-    return Qwen2_5OmniThinkerConfig(**fields)
-
-
 @torch.no_grad()
 def perturb_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
     """Move every parameter away from its init (norm weights away from 1, biases away from 0), so that a tensor that
@@ -80,7 +64,7 @@ def perturb_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
 
 def native_thinker(seed: int = 0) -> Qwen2_5OmniThinkerForConditionalGeneration:
     torch.manual_seed(seed)
-    model = Qwen2_5OmniThinkerForConditionalGeneration(thinker_config())
+    model = Qwen2_5OmniThinkerForConditionalGeneration(native_thinker_config())
     perturb_(model, seed + 1)
     return model.eval()
 
@@ -151,7 +135,7 @@ def native_state_dict() -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def hub_checkpoint(tmp_path_factory, native_state_dict):
     directory = tmp_path_factory.mktemp("qwen_omni_hub")
-    write_hub_checkpoint(directory, native_state_dict, thinker_config())
+    write_hub_checkpoint(directory, native_state_dict, native_thinker_config())
     return directory
 
 
@@ -327,7 +311,7 @@ def test_own_checkpoint_files(omnisift_checkpoint):
 
 def test_load_hub_style_omnisift_checkpoint(tmp_path, native_state_dict, log_records):
     """The published OmniSIFT checkpoint stores its selector as `thinker.compressor.*` next to `thinker.model.*`."""
-    write_hub_checkpoint(tmp_path, native_state_dict, thinker_config())
+    write_hub_checkpoint(tmp_path, native_state_dict, native_thinker_config())
     torch.manual_seed(30)
     selector = OmniSiftAudioSelector(hidden_size=32, selector_hidden_size=16, num_heads=2, mlp_size=8)
     perturb_(selector, seed=31)

@@ -11,10 +11,10 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
+from reference_layout import native_thinker_config
 from transformers import (
     AutoProcessor,
     Qwen2_5OmniProcessor,
-    Qwen2_5OmniThinkerConfig,
     Qwen2_5OmniThinkerForConditionalGeneration,
     pipeline,
 )
@@ -26,7 +26,6 @@ from omnisift_hf.media import load_video
 from omnisift_hf.tiny import (
     DEFAULT_SYSTEM_PROMPT,
     save_tiny_default,
-    tiny_config,
     tiny_processor,
     write_synthetic_audio,
     write_synthetic_clip,
@@ -551,21 +550,7 @@ def test_audio_array_needs_its_rate(pipe):
 
 
 def test_non_omnisift_model_is_refused():
-    fields = tiny_config().to_dict()
-    for key in (
-        "keep_ratio",
-        "video_keep_ratio",
-        "audio_keep_ratio",
-        "selector_hidden_size",
-        "selector_num_heads",
-        "selector_mlp_size",
-        "model_type",
-        "architectures",
-        "transformers_version",
-        "_name_or_path",
-    ):
-        fields.pop(key, None)
-    native = Qwen2_5OmniThinkerForConditionalGeneration(Qwen2_5OmniThinkerConfig(**fields)).eval()
+    native = Qwen2_5OmniThinkerForConditionalGeneration(native_thinker_config()).eval()
     with pytest.raises(ValueError, match="omni-qa runs OmniSIFT models.*Qwen2_5OmniThinkerForConditionalGeneration"):
         pipeline("omni-qa", model=native, processor=tiny_processor())
 
