@@ -206,7 +206,10 @@ def main() -> int:
                 "longest_edge": args.video_max_pixels or default.max_pixels,
             }
             if bounds["shortest_edge"] > bounds["longest_edge"]:
-                raise ValueError(f"--video-min-pixels {bounds['shortest_edge']} exceeds --video-max-pixels")
+                raise ValueError(
+                    f"--video-min-pixels {bounds['shortest_edge']} exceeds --video-max-pixels "
+                    f"{bounds['longest_edge']}; pass a minimum no larger than the maximum."
+                )
             processor.video_processor.size = bounds
         collator = OmniQADataCollator(
             processor,
