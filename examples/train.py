@@ -103,8 +103,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--keep-ratio",
         type=float,
+        nargs="+",
         help="fraction of audio+video tokens kept during training (default: the model config's); also written to the "
-        "saved config, so the checkpoint answers at the ratio it was trained at",
+        "saved config, so the checkpoint answers at the ratio it was trained at. Several values (e.g. 1.0 0.25): each "
+        "batch draws one, and the config gets the smallest",
     )
     parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratio (video)")
     parser.add_argument("--audio-keep-ratio", type=float, help="per-modality override of --keep-ratio (audio)")
@@ -213,7 +215,7 @@ def main() -> int:
             processor.video_processor.size = bounds
         collator = OmniQADataCollator(
             processor,
-            keep_ratio=args.keep_ratio,
+            keep_ratio=args.keep_ratio[0] if args.keep_ratio and len(args.keep_ratio) == 1 else args.keep_ratio,
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,
         )
@@ -225,9 +227,11 @@ def main() -> int:
         return 2
 
     # The saved config records the training ratios: the checkpoint compresses that way unless told otherwise.
+    # With several training ratios it records the smallest: the compressed operating point being trained for.
     for name in ("keep_ratio", "video_keep_ratio", "audio_keep_ratio"):
-        if getattr(collator, name) is not None:
-            setattr(model.config, name, getattr(collator, name))
+        value = getattr(collator, name)
+        if value is not None:
+            setattr(model.config, name, min(value) if isinstance(value, tuple) else value)
 
     trainer = Trainer(
         model=model,

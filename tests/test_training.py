@@ -2,7 +2,11 @@
 alignment with the kept sequence, checkpoint round trips and activation checkpointing."""
 
 import json
+import random
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,6 +204,32 @@ def test_keep_ratio_in_the_batch_reaches_forward(dataset, processor):
     assert total[0] > media[0.5][0] > media[0.25][0]
     batch = OmniQADataCollator(processor, video_keep_ratio=0.5, audio_keep_ratio=1.0)(examples)
     assert batch["video_keep_ratio"] == 0.5 and "keep_ratio" not in batch
+
+
+def test_several_keep_ratios_draw_one_per_batch_reproducibly(dataset, processor):
+    collator = OmniQADataCollator(processor, keep_ratio=[1.0, 0.25])
+    assert collator.keep_ratio == (1.0, 0.25)
+    examples = [dataset[0]]
+    random.seed(0)
+    drawn = [collator(examples)["keep_ratio"] for _ in range(24)]
+    assert set(drawn) == {1.0, 0.25}
+    random.seed(0)
+    assert [collator(examples)["keep_ratio"] for _ in range(24)] == drawn  # Trainer's seed fixes the sequence
+    assert OmniQADataCollator(processor, keep_ratio=(0.5,))(examples)["keep_ratio"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "keep_ratio, error, pattern",
+    [
+        ((), ValueError, r"keep_ratio=\(\) is empty"),
+        ((1.0, 1.5), ValueError, r"keep_ratio\[1\]"),
+        ((0.25, "half"), TypeError, r"keep_ratio\[1\].*'half'"),
+        ("0.25", TypeError, r"keep_ratio.*'0.25'"),
+    ],
+)
+def test_bad_keep_ratios_name_the_entry(processor, keep_ratio, error, pattern):
+    with pytest.raises(error, match=pattern):
+        OmniQADataCollator(processor, keep_ratio=keep_ratio)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -447,3 +477,27 @@ def test_activation_checkpointing_recomputes_and_matches(batch):
     assert grads.keys() == plain_grads.keys() and any(name.startswith("compressor.") for name in grads)
     for name, grad in grads.items():
         torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_train_script_with_two_keep_ratios_saves_the_smallest(tmp_path):
+    """examples/train.py end to end on its default tiny model and synthetic data: `--keep-ratio 1.0 0.25` trains
+    on both and the saved checkpoint compresses at 0.25 by default."""
+    script = Path(__file__).resolve().parents[1] / "examples" / "train.py"
+    output = tmp_path / "run"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            *"--keep-ratio 1.0 0.25 --max-steps 2 --batch-size 2".split(),
+            "--output-dir",
+            output,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((output / "config.json").read_text())
+    assert config["keep_ratio"] == 0.25
+    model = OmniSiftForConditionalGeneration.from_pretrained(output)
+    assert model.config.keep_ratio == 0.25

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -410,9 +411,11 @@ class OmniQADataCollator:
 
     Args:
         processor (`Qwen2_5OmniProcessor`): the model's processor.
-        keep_ratio (`float`, *optional*): fraction of the audio + video tokens kept during training, passed to
-            `forward` with every batch (default: the model config's `keep_ratio`). `1.0` trains without compression
-            (and gives the selector no gradient).
+        keep_ratio (`float` or a sequence of `float`, *optional*): fraction of the audio + video tokens kept during
+            training, passed to `forward` with every batch (default: the model config's `keep_ratio`). `1.0` trains
+            without compression (and gives the selector no gradient). A sequence, e.g. `(1.0, 0.25)`, draws one of
+            its values per batch (uniformly, from Python's `random`, which `Trainer` seeds): one model then learns
+            the full input and the compressed one, so full-token accuracy does not drift while the selector trains.
         video_keep_ratio (`float`, *optional*), audio_keep_ratio (`float`, *optional*): per-modality keep fractions
             for training, overriding the split derived from `keep_ratio` (see `OmniSiftConfig`).
         system_prompt (`str`, *optional*): the system turn for examples without one (default: Qwen2.5-Omni's, as in
@@ -428,7 +431,7 @@ class OmniQADataCollator:
     """
 
     processor: ProcessorMixin
-    keep_ratio: float | None = None
+    keep_ratio: float | Sequence[float] | None = None
     video_keep_ratio: float | None = None
     audio_keep_ratio: float | None = None
     system_prompt: str | None = None
@@ -437,7 +440,18 @@ class OmniQADataCollator:
     _end_id: int = field(init=False, repr=False)
 
     def __post_init__(self):
-        for name in ("keep_ratio", "video_keep_ratio", "audio_keep_ratio"):
+        if isinstance(self.keep_ratio, Sequence) and not isinstance(self.keep_ratio, str):
+            if len(self.keep_ratio) == 0:
+                raise ValueError(
+                    "OmniQADataCollator: keep_ratio=() is empty; pass one ratio, several to draw from per batch, or None."
+                )
+            self.keep_ratio = tuple(
+                check_keep_ratio(f"keep_ratio[{index}]", value, allow_none=False)
+                for index, value in enumerate(self.keep_ratio)
+            )
+        else:
+            self.keep_ratio = check_keep_ratio("keep_ratio", self.keep_ratio)
+        for name in ("video_keep_ratio", "audio_keep_ratio"):
             setattr(self, name, check_keep_ratio(name, getattr(self, name)))
         tokenizer = self.processor.tokenizer
         end_id = tokenizer.convert_tokens_to_ids(self.end_of_turn_token)
@@ -467,7 +481,11 @@ class OmniQADataCollator:
         batch["labels"] = labels
         if flags:
             batch["use_audio_in_video"] = flags.pop()
-        for name in ("keep_ratio", "video_keep_ratio", "audio_keep_ratio"):
+        if isinstance(self.keep_ratio, tuple):
+            batch["keep_ratio"] = random.choice(self.keep_ratio)
+        elif self.keep_ratio is not None:
+            batch["keep_ratio"] = self.keep_ratio
+        for name in ("video_keep_ratio", "audio_keep_ratio"):
             if getattr(self, name) is not None:
                 batch[name] = getattr(self, name)
         return batch
