@@ -23,6 +23,26 @@ python examples/train.py --init avqa --hidden-size 64 --num-layers 4 --data "$WO
     --freeze full --keep-ratio 1.0 --learning-rate 2e-3 --batch-size 16 --max-steps 3000 --save-steps 250 \
     --save-total-limit 20 --logging-steps 25 --seed 0 --output-dir "$WORK/stage1"
 
+# 2b. Stage 1, curriculum: after step 2000 the model answered pitch, count and order but colour and cross stayed at
+#     chance (a constant colour) and did not move in 250 more steps of colour-heavy mixed training. Training on one
+#     task at a time breaks the plateau: colour only (200 steps), cross only (300 steps), both at a constant 1e-3,
+#     then a mix with every cross clip and 500 clips of each other task (800 steps, cosine) to bring the rest back.
+grep '"id": "train-color-' "$WORK/avqa/train.jsonl" > "$WORK/avqa/train-color.jsonl"
+grep '"id": "train-cross-' "$WORK/avqa/train.jsonl" > "$WORK/avqa/train-cross.jsonl"
+awk -F'"' '{split($4, id, "-"); if (id[2] == "cross" || n[id[2]]++ < 500) print}' "$WORK/avqa/train.jsonl" \
+    > "$WORK/avqa/train-mix.jsonl"
+COMMON="--video-min-pixels $SIZE --video-max-pixels $SIZE --freeze full --keep-ratio 1.0 --learning-rate 1e-3 \
+    --batch-size 16 --logging-steps 25 --seed 0 --encode-workers 2"
+python examples/train.py --model "$WORK/stage1/checkpoint-2000" --data "$WORK/avqa/train-color.jsonl" \
+    --cache-dir "$WORK/encoded-color" $COMMON --lr-scheduler constant_with_warmup --max-steps 200 --save-steps 200 \
+    --output-dir "$WORK/stage1-color"
+python examples/train.py --model "$WORK/stage1-color" --data "$WORK/avqa/train-cross.jsonl" \
+    --cache-dir "$WORK/encoded-cross" $COMMON --lr-scheduler constant_with_warmup --max-steps 300 --save-steps 100 \
+    --output-dir "$WORK/stage1-cross"
+python examples/train.py --model "$WORK/stage1-cross" --data "$WORK/avqa/train-mix.jsonl" \
+    --cache-dir "$WORK/encoded-mix" $COMMON --max-steps 800 --save-steps 200 --save-total-limit 10 \
+    --output-dir "$WORK/stage1-mix"
+
 # 3. Stage 2: the paper's recipe at keep 0.25: encoders frozen, the decoder and the audio selector train (the
 #    selector through the straight-through gate). With the encoders trainable too, the audio encoder learned to copy
 #    the beep into whichever tokens the selector kept (beep-token recall 0.00 at 0.75 pitch accuracy on validation):

@@ -228,10 +228,16 @@ def main() -> int:
 
     # The saved config records the training ratios: the checkpoint compresses that way unless told otherwise.
     # With several training ratios it records the smallest: the compressed operating point being trained for.
-    for name in ("keep_ratio", "video_keep_ratio", "audio_keep_ratio"):
-        value = getattr(collator, name)
-        if value is not None:
-            setattr(model.config, name, min(value) if isinstance(value, tuple) else value)
+    # A training keep ratio replaces the per-modality ratios of the loaded config, as it does in forward: a checkpoint
+    # trained with `--keep-ratio 0.25` alone must not keep an earlier stage's `audio_keep_ratio`.
+    if collator.keep_ratio is not None:
+        ratios = collator.keep_ratio
+        model.config.keep_ratio = min(ratios) if isinstance(ratios, tuple) else ratios
+        model.config.video_keep_ratio = collator.video_keep_ratio
+        model.config.audio_keep_ratio = collator.audio_keep_ratio
+    for name in ("video_keep_ratio", "audio_keep_ratio"):
+        if getattr(collator, name) is not None:
+            setattr(model.config, name, getattr(collator, name))
 
     trainer = Trainer(
         model=model,

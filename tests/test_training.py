@@ -479,25 +479,25 @@ def test_activation_checkpointing_recomputes_and_matches(batch):
         torch.testing.assert_close(grad, plain_grads[name], rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_train_script_with_two_keep_ratios_saves_the_smallest(tmp_path):
-    """examples/train.py end to end on its default tiny model and synthetic data: `--keep-ratio 1.0 0.25` trains
-    on both and the saved checkpoint compresses at 0.25 by default."""
+def run_train_script(*args) -> None:
     script = Path(__file__).resolve().parents[1] / "examples" / "train.py"
-    output = tmp_path / "run"
     result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            *"--keep-ratio 1.0 0.25 --max-steps 2 --batch-size 2".split(),
-            "--output-dir",
-            output,
-        ],
+        [sys.executable, str(script), "--max-steps", "2", "--batch-size", "2", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    config = json.loads((output / "config.json").read_text())
-    assert config["keep_ratio"] == 0.25
-    model = OmniSiftForConditionalGeneration.from_pretrained(output)
-    assert model.config.keep_ratio == 0.25
+
+
+def test_train_script_records_the_training_ratios(tmp_path):
+    """examples/train.py end to end on its default tiny model and synthetic data. `--keep-ratio 1.0 0.25` trains on
+    both and the checkpoint compresses at 0.25; a later stage trained with `--keep-ratio` alone drops the earlier
+    stage's `--audio-keep-ratio` from the config (forward gives a per-call keep ratio the same precedence)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    run_train_script("--keep-ratio", "1.0", "0.25", "--audio-keep-ratio", "1.0", "--output-dir", first)
+    config = OmniSiftForConditionalGeneration.from_pretrained(first).config
+    assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.25, None, 1.0)
+    run_train_script("--model", first, "--keep-ratio", "0.35", "--freeze", "selector", "--output-dir", second)
+    config = json.loads((second / "config.json").read_text())
+    assert (config["keep_ratio"], config["video_keep_ratio"], config["audio_keep_ratio"]) == (0.35, None, None)
