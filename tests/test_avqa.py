@@ -276,3 +276,93 @@ def test_baselines_match_counts_per_frame_and_window(dataset, processor):
             assert torch.equal(per_frame(video_keep), per_frame(selection.video_keep)), method
         if method == "stvp_random_audio":
             assert torch.equal(video_keep, selection.video_keep)
+
+
+def test_gate_gradients_script_matches_finite_differences(dataset, processor):
+    """examples/avqa_gate_gradients.py reads the gate gradient of every kept audio token; each equals the change of
+    the loss when that token alone is scaled (central differences), and the model instance is left as it was."""
+    import importlib.util
+    from pathlib import Path
+
+    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.training import OmniQADataCollator
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "avqa_gate_gradients.py"
+    spec = importlib.util.spec_from_file_location("avqa_gate_gradients", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+
+    examples, metas = load_avqa_split(dataset, "train")
+    example, meta = next((e, m) for e, m in zip(examples, metas, strict=True) if m["task"] == "pitch")
+    model = avqa_model(hidden_size=64, num_layers=2).double().eval()
+    collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
+    on_beep, elsewhere = script.gate_gradients(model, collator, example, meta)
+    assert "_select_audio" not in vars(model) and all(p.grad is None for p in model.parameters())
+    assert on_beep and elsewhere  # this clip keeps part of its beep and some other audio
+
+    batch = collator([example])
+    batch = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
+    select_audio = model._select_audio
+
+    def loss_with_gate_offset(position: int, offset: float) -> float:
+        def shifted(*args, **kwargs):
+            rows, gate = select_audio(*args, **kwargs)
+            kept = torch.nonzero(gate.detach() > 0.5).squeeze(1)
+            return rows, gate + offset * torch.nn.functional.one_hot(kept[position], gate.shape[0]).to(gate.dtype)
+
+        model._select_audio = shifted
+        try:
+            with torch.no_grad():
+                logits = model(**batch).logits  # float64; the model's own loss is computed in float32
+        finally:
+            del model._select_audio
+        # Batch of one, no padding: the answer and <|im_end|> end the kept sequence, predicted one position earlier.
+        answer = batch["labels"][0][batch["labels"][0] != -100]
+        return torch.nn.functional.cross_entropy(logits[0, -len(answer) - 1 : -1], answer).item()
+
+    # The script lists kept tokens in row order, beep tokens first; compare through the row-ordered list.
+    captured = {}
+
+    def keep(*args, **kwargs):
+        rows, gate = select_audio(*args, **kwargs)
+        gate.retain_grad()
+        captured.update(gate=gate)
+        return rows, gate
+
+    model._select_audio = keep
+    model(**batch).loss.backward()
+    del model._select_audio
+    gate = captured["gate"]
+    kept_grads = gate.grad[gate.detach() > 0.5]
+    assert sorted(kept_grads.tolist()) == pytest.approx(sorted(on_beep + elsewhere), rel=1e-5, abs=1e-9)
+    # Parts of the model run in float32 even in a float64 model: use the token with the largest gradient and a step
+    # large enough to rise above rounding.
+    position, eps = int(kept_grads.abs().argmax()), 1e-2
+    numeric = (loss_with_gate_offset(position, eps) - loss_with_gate_offset(position, -eps)) / (2 * eps)
+    assert numeric == pytest.approx(kept_grads[position].item(), rel=2e-2)
+
+
+def test_gate_gradient_vanishes_with_one_decoder_layer(dataset, processor):
+    """A pre-norm decoder sees a media token only through RMSNorm(token) in its first layer: scaling the token (what
+    the gate does) changes nothing there, and with a single layer nothing downstream reads the token's residual. The
+    straight-through gradient then vanishes up to RMSNorm's epsilon: the selector needs >= 2 decoder layers to learn."""
+    import importlib.util
+    from pathlib import Path
+
+    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.training import OmniQADataCollator
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "avqa_gate_gradients.py"
+    spec = importlib.util.spec_from_file_location("avqa_gate_gradients", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    examples, metas = load_avqa_split(dataset, "train")
+    example, meta = next((e, m) for e, m in zip(examples, metas, strict=True) if m["task"] == "pitch")
+    collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
+    largest = {}
+    for layers in (1, 2):
+        on_beep, elsewhere = script.gate_gradients(
+            avqa_model(hidden_size=64, num_layers=layers), collator, example, meta
+        )
+        largest[layers] = max(abs(g) for g in on_beep + elsewhere)
+    assert largest[1] < 1e-2 * largest[2]  # measured: 7e-8 against 4e-5 (float32 rounding against a real gradient)

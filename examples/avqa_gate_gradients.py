@@ -1,0 +1,83 @@
+"""Which audio tokens the straight-through gate asks the selector to keep, on AVQA clips.
+
+The selector only learns from the gradient of the LM loss with respect to its gates `m = (hard - s).detach() + s`.
+For a kept token that gradient is `<dL/d(gated embedding), embedding>`: negative means "scale this token up" (its score
+rises), positive "scale it down". This script runs one clip at a time at a keep ratio, backpropagates the answer's
+loss and reports the mean gate gradient over the kept beep tokens and over the other kept audio tokens, per task.
+If the beeps do not get the more negative gradient, training cannot teach the selector to keep them.
+
+    python examples/avqa_gate_gradients.py --model MODEL --data avqa --split train --clips-per-task 24
+"""
+
+import argparse
+import statistics
+
+import torch
+from transformers import AutoProcessor
+
+from omnisift_hf import OmniSiftForConditionalGeneration
+from omnisift_hf.avqa import TASKS, event_token_masks, load_avqa_split
+from omnisift_hf.training import OmniQADataCollator
+
+
+def gate_gradients(model, collator, example, meta) -> tuple[list[float], list[float]]:
+    """Gate gradients of the kept beep tokens and of the other kept audio tokens of one clip."""
+    captured = {}
+    select_audio = model._select_audio
+
+    def keep_gate(*args, **kwargs):  # the same selection; only keeps a handle on the gate tensor
+        rows, gate = select_audio(*args, **kwargs)
+        if gate is not None and gate.requires_grad:
+            gate.retain_grad()
+            captured.update(rows=rows, gate=gate)
+        return rows, gate
+
+    model._select_audio = keep_gate  # this instance only, removed below
+    try:
+        batch = collator([example])
+        model(**batch).loss.backward()
+    finally:
+        del model._select_audio
+    model.zero_grad(set_to_none=True)
+    if not captured:
+        return [], []
+    audio_positions = torch.nonzero(batch["input_ids"][0] == model.config.audio_token_id).squeeze(1).tolist()
+    _, beep = event_token_masks(meta, batch["video_grid_thw"][0].tolist(), len(audio_positions))
+    index_of = {position: index for index, position in enumerate(audio_positions)}
+    on_beep, elsewhere = [], []
+    gate = captured["gate"]
+    for row, grad, kept in zip(captured["rows"].tolist(), gate.grad.tolist(), gate.detach().tolist(), strict=True):
+        if kept > 0.5:
+            (on_beep if beep[index_of[row]] else elsewhere).append(grad)
+    return on_beep, elsewhere
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="OmniSIFT checkpoint directory (model + processor)")
+    parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py")
+    parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
+    parser.add_argument("--clips-per-task", type=int, default=24)
+    parser.add_argument("--keep-ratio", type=float, default=0.25)
+    args = parser.parse_args()
+
+    model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(args.model)
+    collator = OmniQADataCollator(processor, keep_ratio=args.keep_ratio)  # frames sampled as the processor says
+    examples, metas = load_avqa_split(args.data, args.split, limit_per_task=args.clips_per_task)
+    print(f"keep {args.keep_ratio}; mean dL/dgate over kept audio tokens (negative = 'keep more')")
+    print("| task | kept beep tokens | mean on beeps | kept other tokens | mean elsewhere |")
+    print("|---|---|---|---|---|")
+    for task in TASKS:
+        on_beep, elsewhere = [], []
+        for example, meta in zip(examples, metas, strict=True):
+            if meta["task"] == task:
+                beep, other = gate_gradients(model, collator, example, meta)
+                on_beep += beep
+                elsewhere += other
+        mean = {name: f"{statistics.fmean(v):+.2e}" if v else "-" for name, v in (("b", on_beep), ("o", elsewhere))}
+        print(f"| {task} | {len(on_beep)} | {mean['b']} | {len(elsewhere)} | {mean['o']} |")
+
+
+if __name__ == "__main__":
+    main()
