@@ -278,22 +278,27 @@ def test_baselines_match_counts_per_frame_and_window(dataset, processor):
             assert torch.equal(video_keep, selection.video_keep)
 
 
-def test_gate_gradients_script_matches_finite_differences(dataset, processor):
-    """examples/avqa_gate_gradients.py reads the gate gradient of every kept audio token; each equals the change of
-    the loss when that token alone is scaled (central differences), and the model instance is left as it was."""
+def gate_gradients_script_and_pitch_clip(dataset):
+    """examples/avqa_gate_gradients.py as a module (examples are not a package) and the first pitch training clip."""
     import importlib.util
     from pathlib import Path
-
-    from omnisift_hf.avqa import avqa_model
-    from omnisift_hf.training import OmniQADataCollator
 
     path = Path(__file__).resolve().parents[1] / "examples" / "avqa_gate_gradients.py"
     spec = importlib.util.spec_from_file_location("avqa_gate_gradients", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-
     examples, metas = load_avqa_split(dataset, "train")
     example, meta = next((e, m) for e, m in zip(examples, metas, strict=True) if m["task"] == "pitch")
+    return script, example, meta
+
+
+def test_gate_gradients_script_matches_finite_differences(dataset, processor):
+    """examples/avqa_gate_gradients.py reads the gate gradient of every kept audio token; each equals the change of
+    the loss when that token alone is scaled (central differences), and the model instance is left as it was."""
+    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.training import OmniQADataCollator
+
+    script, example, meta = gate_gradients_script_and_pitch_clip(dataset)
     model = avqa_model(hidden_size=64, num_layers=2).double().eval()
     collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
     on_beep, elsewhere = script.gate_gradients(model, collator, example, meta)
@@ -346,18 +351,10 @@ def test_gate_gradient_vanishes_with_one_decoder_layer(dataset, processor):
     """A pre-norm decoder sees a media token only through RMSNorm(token) in its first layer: scaling the token (what
     the gate does) changes nothing there, and with a single layer nothing downstream reads the token's residual. The
     straight-through gradient then vanishes up to RMSNorm's epsilon: the selector needs >= 2 decoder layers to learn."""
-    import importlib.util
-    from pathlib import Path
-
     from omnisift_hf.avqa import avqa_model
     from omnisift_hf.training import OmniQADataCollator
 
-    path = Path(__file__).resolve().parents[1] / "examples" / "avqa_gate_gradients.py"
-    spec = importlib.util.spec_from_file_location("avqa_gate_gradients", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    examples, metas = load_avqa_split(dataset, "train")
-    example, meta = next((e, m) for e, m in zip(examples, metas, strict=True) if m["task"] == "pitch")
+    script, example, meta = gate_gradients_script_and_pitch_clip(dataset)
     collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
     largest = {}
     for layers in (1, 2):
