@@ -235,9 +235,10 @@ def main() -> int:
         model.config.keep_ratio = min(ratios) if isinstance(ratios, tuple) else ratios
         model.config.video_keep_ratio = collator.video_keep_ratio
         model.config.audio_keep_ratio = collator.audio_keep_ratio
-    for name in ("video_keep_ratio", "audio_keep_ratio"):
-        if getattr(collator, name) is not None:
-            setattr(model.config, name, getattr(collator, name))
+    else:
+        for name in ("video_keep_ratio", "audio_keep_ratio"):
+            if getattr(collator, name) is not None:
+                setattr(model.config, name, getattr(collator, name))
 
     trainer = Trainer(
         model=model,

@@ -221,7 +221,7 @@ def test_several_keep_ratios_draw_one_per_batch_reproducibly(dataset, processor)
 @pytest.mark.parametrize(
     "keep_ratio, error, pattern",
     [
-        ((), ValueError, r"keep_ratio=\(\) is empty"),
+        ([], ValueError, r"keep_ratio=\[\] is empty"),
         ((1.0, 1.5), ValueError, r"keep_ratio\[1\]"),
         ((0.25, "half"), TypeError, r"keep_ratio\[1\].*'half'"),
         ("0.25", TypeError, r"keep_ratio.*'0.25'"),

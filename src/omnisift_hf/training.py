@@ -443,7 +443,8 @@ class OmniQADataCollator:
         if isinstance(self.keep_ratio, Sequence) and not isinstance(self.keep_ratio, str):
             if len(self.keep_ratio) == 0:
                 raise ValueError(
-                    "OmniQADataCollator: keep_ratio=() is empty; pass one ratio, several to draw from per batch, or None."
+                    f"OmniQADataCollator: keep_ratio={self.keep_ratio!r} is empty; pass one ratio, several to draw "
+                    "from per batch, or None."
                 )
             self.keep_ratio = tuple(
                 check_keep_ratio(f"keep_ratio[{index}]", value, allow_none=False)
