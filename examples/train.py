@@ -215,7 +215,7 @@ def main() -> int:
             processor.video_processor.size = bounds
         collator = OmniQADataCollator(
             processor,
-            keep_ratio=args.keep_ratio[0] if args.keep_ratio and len(args.keep_ratio) == 1 else args.keep_ratio,
+            keep_ratio=args.keep_ratio,
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,
         )

@@ -215,7 +215,11 @@ def test_several_keep_ratios_draw_one_per_batch_reproducibly(dataset, processor)
     assert set(drawn) == {1.0, 0.25}
     random.seed(0)
     assert [collator(examples)["keep_ratio"] for _ in range(24)] == drawn  # Trainer's seed fixes the sequence
-    assert OmniQADataCollator(processor, keep_ratio=(0.5,))(examples)["keep_ratio"] == 0.5
+    single = OmniQADataCollator(processor, keep_ratio=[0.5])
+    assert single.keep_ratio == 0.5  # one value is a fixed ratio: nothing drawn, Python's random left untouched
+    state = random.getstate()
+    assert single(examples)["keep_ratio"] == 0.5
+    assert random.getstate() == state
 
 
 @pytest.mark.parametrize(

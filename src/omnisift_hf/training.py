@@ -446,10 +446,11 @@ class OmniQADataCollator:
                     f"OmniQADataCollator: keep_ratio={self.keep_ratio!r} is empty; pass one ratio, several to draw "
                     "from per batch, or None."
                 )
-            self.keep_ratio = tuple(
+            ratios = tuple(
                 check_keep_ratio(f"keep_ratio[{index}]", value, allow_none=False)
                 for index, value in enumerate(self.keep_ratio)
             )
+            self.keep_ratio = ratios[0] if len(ratios) == 1 else ratios  # one value: no draw
         else:
             self.keep_ratio = check_keep_ratio("keep_ratio", self.keep_ratio)
         for name in ("video_keep_ratio", "audio_keep_ratio"):
@@ -519,7 +520,7 @@ class OmniQADataCollator:
                 example.messages,
                 use_audio_in_video=example.use_audio_in_video,
                 system_prompt=self.system_prompt,
-                video_sampling=self.video_sampling,
+                video_sampling=self._video_sampling(),
             )
         except (OSError, ValueError, TypeError) as error:  # name the JSONL line in media and processor errors
             try:
@@ -543,6 +544,9 @@ class OmniQADataCollator:
         sample["source"] = example.source
         return sample
 
+    def _video_sampling(self) -> VideoSampling:
+        return self.video_sampling or video_sampling_of(self.processor)
+
     def encoding_settings(self) -> dict:
         """What determines [`encode`]'s output besides the example: compared by [`EncodedOmniQADataset`] before it
         reuses a cache."""
@@ -552,7 +556,7 @@ class OmniQADataCollator:
             "vocab_size": len(tokenizer),
             "chat_template": self.processor.chat_template,
             "system_prompt": self.system_prompt,
-            "video_sampling": asdict(self.video_sampling or video_sampling_of(self.processor)),
+            "video_sampling": asdict(self._video_sampling()),
             "end_of_turn_token": self.end_of_turn_token,
         }
 
