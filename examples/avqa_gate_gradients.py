@@ -16,39 +16,34 @@ import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.avqa import TASKS, event_token_masks, load_avqa_split
+from omnisift_hf.tools.avqa import TASKS, event_token_masks, load_avqa_split
 from omnisift_hf.training import OmniQADataCollator
 
 
 def gate_gradients(model, collator, example, meta) -> tuple[list[float], list[float]]:
     """Gate gradients of the kept beep tokens and of the other kept audio tokens of one clip."""
     captured = {}
-    select_audio = model._select_audio
 
-    def keep_gate(*args, **kwargs):  # the same selection; only keeps a handle on the gate tensor
-        rows, gate = select_audio(*args, **kwargs)
-        if gate is not None and gate.requires_grad:
-            gate.retain_grad()
-            captured.update(rows=rows, gate=gate)
-        return rows, gate
+    def keep_gate(*args, **kwargs):  # the model's own selection; only keeps a handle on the gate tensor
+        selection = model.select_tokens(*args, **kwargs)
+        if selection.audio_gate is not None and selection.audio_gate.requires_grad:
+            selection.audio_gate.retain_grad()
+            captured["selection"] = selection
+        return selection
 
-    model._select_audio = keep_gate  # this instance only, removed below
-    try:
-        batch = collator([example])
-        model(**batch).loss.backward()
-    finally:
-        del model._select_audio
+    batch = collator([example])
+    model(**batch, token_selector=keep_gate).loss.backward()
     model.zero_grad(set_to_none=True)
     if not captured:
         return [], []
-    audio_positions = torch.nonzero(batch["input_ids"][0] == model.config.audio_token_id).squeeze(1).tolist()
-    _, beep = event_token_masks(meta, batch["video_grid_thw"][0].tolist(), len(audio_positions))
-    index_of = {position: index for index, position in enumerate(audio_positions)}
+    selection = captured["selection"]
+    num_audio = int((batch["input_ids"][0] == model.config.audio_token_id).sum())
+    _, beep = event_token_masks(meta, batch["video_grid_thw"][0].tolist(), num_audio)
+    gate = selection.audio_gate
     on_beep, elsewhere = [], []
-    gate = captured["gate"]
-    for row, grad, kept in zip(captured["rows"].tolist(), gate.grad.tolist(), gate.detach().tolist(), strict=True):
+    for token, grad, kept in zip(selection.gated_audio.tolist(), gate.grad.tolist(), gate.detach().tolist(), strict=True):
         if kept > 0.5:
-            (on_beep if beep[index_of[row]] else elsewhere).append(grad)
+            (on_beep if beep[token] else elsewhere).append(grad)
     return on_beep, elsewhere
 
 

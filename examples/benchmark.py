@@ -12,7 +12,7 @@ The same as `python -m omnisift_hf.benchmark`; `--help` lists every option and s
 
 import sys
 
-from omnisift_hf.benchmark import main
+from omnisift_hf.tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,7 @@ import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.avqa import AVQA_CHECKPOINT, METHODS, evaluate_avqa, load_avqa_split, markdown_report, plot_avqa
+from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, METHODS, evaluate_avqa, load_avqa_split, markdown_report, plot_avqa
 
 
 def main() -> int:

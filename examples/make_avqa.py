@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from omnisift_hf.avqa import TASKS, generate_avqa
+from omnisift_hf.tools.avqa import TASKS, generate_avqa
 
 
 def main() -> int:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from omnisift_hf.visualization import plot_benchmark
+from omnisift_hf.tools.visualization import plot_benchmark
 
 
 def main() -> int:

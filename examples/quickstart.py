@@ -24,10 +24,10 @@ import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
-from omnisift_hf.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
-from omnisift_hf.pipeline_omni_qa import to_model_inputs
-from omnisift_hf.profiling import count_prefill_flops
-from omnisift_hf.visualization import render_pipeline
+from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
+from omnisift_hf.processing_omnisift import to_model_inputs
+from omnisift_hf.tools.profiling import count_prefill_flops
+from omnisift_hf.tools.visualization import render_pipeline
 
 
 def step(message: str) -> None:

@@ -18,8 +18,9 @@ import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline)
-from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_clip
-from omnisift_hf.visualization import render_pipeline
+from omnisift_hf.testing_utils import tiny_model, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_clip
+from omnisift_hf.tools.visualization import render_pipeline
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import torch
 from transformers import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import TINY_TOKEN_IDS, tiny_config, tiny_inputs
+from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_config, tiny_inputs
 
 IDS = TINY_TOKEN_IDS
 build_inputs = tiny_inputs

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from transformers import Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import tiny_config
+from omnisift_hf.testing_utils import tiny_config
 
 # In-memory prefix of OmniSiftForConditionalGeneration -> key prefix in the published checkpoint.
 REFERENCE_PREFIXES = (

@@ -1,27 +1,15 @@
 """AVQA: the synthetic audio-visual QA generator and its evaluation (`omnisift_hf.avqa`)."""
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from omnisift_hf.avqa import (
-    ANSWERS,
-    AVQA_VIDEO_SAMPLING,
-    BASELINES,
-    COLORS,
-    SPLITS,
-    TASKS,
-    evaluate_avqa,
-    event_token_masks,
-    generate_avqa,
-    load_avqa_split,
-    markdown_report,
-    plot_avqa,
-)
+from omnisift_hf.tools.avqa import ANSWERS, AVQA_VIDEO_SAMPLING, BASELINES, COLORS, SPLITS, TASKS, evaluate_avqa, event_token_masks, generate_avqa, load_avqa_split, markdown_report, plot_avqa
 from omnisift_hf.media import load_audio, load_video
-from omnisift_hf.tiny import tiny_model, tiny_processor, tiny_tokenizer
+from omnisift_hf.testing_utils import tiny_model, tiny_processor, tiny_tokenizer
 
 COUNTS = {"train": 2, "validation": 1, "test": 1}
 
@@ -204,7 +192,7 @@ def test_event_recall_is_complete_without_compression(report):
 
 def test_baselines_choose_other_tokens(dataset, processor):
     """Random dropping at the same per-frame counts picks different video tokens than STVP (same model, same clip)."""
-    from omnisift_hf.avqa import token_selection
+    from omnisift_hf.tools.avqa import baseline_selector
     from omnisift_hf.training import OmniQADataCollator
 
     examples, _ = load_avqa_split(dataset, "test")
@@ -214,15 +202,15 @@ def test_baselines_choose_other_tokens(dataset, processor):
     kept = {}
     with torch.no_grad():
         for method in ("omnisift", "random", "stvp_random_audio"):
-            with token_selection(model, method, seed=0):
-                kept[method] = model(**batch, keep_ratio=0.25).kept_token_index
-    assert "_select_tokens" not in vars(model)  # the instance is restored
+            selector = baseline_selector(model, method, seed=0)
+            kept[method] = model(**batch, keep_ratio=0.25, token_selector=selector).kept_token_index
+    assert "select_tokens" not in vars(model)  # the instance is not patched
     assert kept["omnisift"].shape == kept["random"].shape == kept["stvp_random_audio"].shape
     assert not torch.equal(kept["omnisift"], kept["random"])
 
 
 def test_avqa_model_trains_on_a_batch(dataset, processor):
-    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.tools.avqa import avqa_model
     from omnisift_hf.training import OmniQADataCollator
 
     examples, _ = load_avqa_split(dataset, "train")
@@ -235,7 +223,7 @@ def test_avqa_model_trains_on_a_batch(dataset, processor):
 
 
 def test_baselines_match_counts_per_frame_and_window(dataset, processor):
-    from omnisift_hf.avqa import _rechoose
+    from omnisift_hf.tools.avqa import _rechoose
     from omnisift_hf.training import OmniQADataCollator
 
     examples, _ = load_avqa_split(dataset, "test")
@@ -243,15 +231,13 @@ def test_baselines_match_counts_per_frame_and_window(dataset, processor):
     batch.pop("labels")
     model = tiny_model()
     selections = []
-    original = model._select_tokens
 
     def record(*args):
-        selections.append(original(*args))
+        selections.append(model.select_tokens(*args))
         return selections[-1]
 
-    model._select_tokens = record
     with torch.no_grad():
-        model(**batch, keep_ratio=0.35)
+        model(**batch, keep_ratio=0.35, token_selector=record)
     (selection,) = selections
     layout, frames, windows = selection.layout, selection.layout.frame_size.shape[0], selection.layout.num_pairs
     windowed = layout.window_of_audio >= 0
@@ -295,32 +281,29 @@ def gate_gradients_script_and_pitch_clip(dataset):
 def test_gate_gradients_script_matches_finite_differences(dataset, processor):
     """examples/avqa_gate_gradients.py reads the gate gradient of every kept audio token; each equals the change of
     the loss when that token alone is scaled (central differences), and the model instance is left as it was."""
-    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.tools.avqa import avqa_model
     from omnisift_hf.training import OmniQADataCollator
 
     script, example, meta = gate_gradients_script_and_pitch_clip(dataset)
     model = avqa_model(hidden_size=64, num_layers=2).double().eval()
     collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
     on_beep, elsewhere = script.gate_gradients(model, collator, example, meta)
-    assert "_select_audio" not in vars(model) and all(p.grad is None for p in model.parameters())
+    assert "select_tokens" not in vars(model) and all(p.grad is None for p in model.parameters())
     assert on_beep and elsewhere  # this clip keeps part of its beep and some other audio
 
     batch = collator([example])
     batch = {k: v.double() if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
-    select_audio = model._select_audio
 
     def loss_with_gate_offset(position: int, offset: float) -> float:
         def shifted(*args, **kwargs):
-            rows, gate = select_audio(*args, **kwargs)
+            selection = model.select_tokens(*args, **kwargs)
+            gate = selection.audio_gate
             kept = torch.nonzero(gate.detach() > 0.5).squeeze(1)
-            return rows, gate + offset * torch.nn.functional.one_hot(kept[position], gate.shape[0]).to(gate.dtype)
+            bump = offset * torch.nn.functional.one_hot(kept[position], gate.shape[0]).to(gate.dtype)
+            return dataclasses.replace(selection, audio_gate=gate + bump)
 
-        model._select_audio = shifted
-        try:
-            with torch.no_grad():
-                logits = model(**batch).logits  # float64; the model's own loss is computed in float32
-        finally:
-            del model._select_audio
+        with torch.no_grad():
+            logits = model(**batch, token_selector=shifted).logits  # float64; the model's own loss is float32
         # Batch of one, no padding: the answer and <|im_end|> end the kept sequence, predicted one position earlier.
         answer = batch["labels"][0][batch["labels"][0] != -100]
         return torch.nn.functional.cross_entropy(logits[0, -len(answer) - 1 : -1], answer).item()
@@ -329,14 +312,12 @@ def test_gate_gradients_script_matches_finite_differences(dataset, processor):
     captured = {}
 
     def keep(*args, **kwargs):
-        rows, gate = select_audio(*args, **kwargs)
-        gate.retain_grad()
-        captured.update(gate=gate)
-        return rows, gate
+        selection = model.select_tokens(*args, **kwargs)
+        selection.audio_gate.retain_grad()
+        captured.update(gate=selection.audio_gate)
+        return selection
 
-    model._select_audio = keep
-    model(**batch).loss.backward()
-    del model._select_audio
+    model(**batch, token_selector=keep).loss.backward()
     gate = captured["gate"]
     kept_grads = gate.grad[gate.detach() > 0.5]
     assert sorted(kept_grads.tolist()) == pytest.approx(sorted(on_beep + elsewhere), rel=1e-5, abs=1e-9)
@@ -351,7 +332,7 @@ def test_gate_gradient_vanishes_with_one_decoder_layer(dataset, processor):
     """A pre-norm decoder sees a media token only through RMSNorm(token) in its first layer: scaling the token (what
     the gate does) changes nothing there, and with a single layer nothing downstream reads the token's residual. The
     straight-through gradient then vanishes up to RMSNorm's epsilon: the selector needs >= 2 decoder layers to learn."""
-    from omnisift_hf.avqa import avqa_model
+    from omnisift_hf.tools.avqa import avqa_model
     from omnisift_hf.training import OmniQADataCollator
 
     script, example, meta = gate_gradients_script_and_pitch_clip(dataset)

@@ -11,16 +11,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.benchmark import main
-from omnisift_hf.profiling import (
-    MetaPrefillFlops,
-    clip_segments,
-    count_prefill_flops,
-    flop_counter,
-    measure_clip_layouts,
-)
-from omnisift_hf.tiny import tiny_config, tiny_inputs
-from omnisift_hf.visualization import plot_benchmark
+from omnisift_hf.tools.benchmark import main
+from omnisift_hf.tools.profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, flop_counter, measure_clip_layouts
+from omnisift_hf.testing_utils import tiny_config, tiny_inputs
+from omnisift_hf.tools.visualization import plot_benchmark
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 STAGES = ("vision_encoder", "audio_encoder", "selector", "decoder", "lm_head")
@@ -141,7 +135,7 @@ def test_flop_counter_counts_cpu_attention():
 def test_cpu_memory_comes_from_a_fresh_process():
     """Full (non-quick) CPU runs measure each peak in a new process: a second call in the same process reuses memory
     the allocator kept resident and would report ~0. The probe runs the real child command line and returns bytes."""
-    from omnisift_hf.benchmark import build_parser, fresh_process_memory_probe
+    from omnisift_hf.tools.benchmark import build_parser, fresh_process_memory_probe
 
     args = build_parser().parse_args(["--quick", "--seconds", "2", "--patches", "4", "4", "--threads", "1"])
     args.max_new_tokens = 2

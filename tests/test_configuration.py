@@ -11,7 +11,7 @@ from reference_layout import native_thinker_config
 from transformers import AutoConfig, Qwen2_5OmniThinkerConfig
 
 from omnisift_hf import OmniSiftConfig
-from omnisift_hf.tiny import tiny_config
+from omnisift_hf.testing_utils import tiny_config
 
 RATIO_FIELDS = ("keep_ratio", "video_keep_ratio", "audio_keep_ratio")
 

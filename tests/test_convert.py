@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from conftest import build_inputs
 from huggingface_hub import ModelCard
 from reference_layout import (
@@ -27,10 +28,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel, Qwen2_5OmniThinkerForConditionalGeneration
 
-import omnisift_hf.convert as convert_module
+import omnisift_hf.models.qwen2_5_omni.convert as convert_module
 from omnisift_hf import OmniSiftAudioSelector, OmniSiftConfig, OmniSiftForConditionalGeneration
-from omnisift_hf.bundle import REMOTE_CODE_FILES
-from omnisift_hf.convert import convert, main
+from omnisift_hf.models.qwen2_5_omni.convert import convert, main
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR_PREFIX = "thinker.compressor."
@@ -161,7 +161,7 @@ def test_converted_file_set(converted):
     for name, content in PROCESSOR_FILES.items():
         assert (converted / name).read_text() == content, name
     for name in REMOTE_CODE_FILES:
-        assert (converted / name).read_text() == (ROOT / "modeling" / name).read_text(), name
+        assert (converted / name).read_text() == (BUNDLE_DIR / name).read_text(), name
     assert leftovers(converted.parent, converted.name) == [converted.name]  # no staging directory left
 
 
@@ -512,7 +512,7 @@ def test_existing_destination(source, tmp_path):
 def test_failure_while_writing_leaves_nothing(source, tmp_path, monkeypatch):
     _, directory = source
 
-    def failing_write(target):
+    def failing_write(target, module_file):
         raise OSError("disk full")
 
     monkeypatch.setattr(convert_module, "write_remote_code", failing_write)

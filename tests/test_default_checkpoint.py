@@ -12,7 +12,7 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.avqa import ANSWERS, AVQA_CHECKPOINT, AVQA_VIDEO_SAMPLING, TASKS, make_clip_spec, write_clip
+from omnisift_hf.tools.avqa import ANSWERS, AVQA_CHECKPOINT, AVQA_VIDEO_SAMPLING, TASKS, make_clip_spec, write_clip
 from omnisift_hf.media import video_sampling_of
 
 CLIPS_PER_TASK = 8

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.utils.hub as transformers_hub
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from conftest import build_inputs
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
@@ -19,8 +20,7 @@ from reference_layout import random_model, write_reference_checkpoint
 from transformers import AutoModel
 
 from omnisift_hf import OmniSiftConfig, OmniSiftForConditionalGeneration
-from omnisift_hf.bundle import REMOTE_CODE_FILES
-from omnisift_hf.convert import convert
+from omnisift_hf.models.qwen2_5_omni.convert import convert
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_REFERENCE = "modeling_omnisift.OmniSiftForConditionalGeneration"
@@ -40,8 +40,8 @@ def assert_state_dicts_equal(loaded: dict[str, torch.Tensor], expected: dict[str
 
 
 def assert_remote_code_files(files: dict[str, bytes]) -> None:
-    for name in REMOTE_CODE_FILES:
-        assert files[name] == (ROOT / "modeling" / name).read_bytes(), f"{name} differs from modeling/{name}"
+    for name in set(files) & set(REMOTE_CODE_FILES):
+        assert files[name] == (BUNDLE_DIR / name).read_bytes(), f"{name} differs from modeling/qwen2_5_omni/{name}"
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,11 @@ def test_save_pretrained_replaces_foreign_model_entries_of_auto_map(tmp_path):
 
 def test_config_save_pretrained_writes_its_own_code(tmp_path):
     OmniSiftConfig(keep_ratio=0.5).save_pretrained(tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "configuration_omnisift.py"}
+    # The configuration and the modules it imports (its ratio check, the bundle writer), as in the model's bundle.
+    code = {"configuration_omnisift.py", "compression.py", "remote_code.py"}
+    assert code < set(REMOTE_CODE_FILES)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", *code}
+    assert_remote_code_files({name: (tmp_path / name).read_bytes() for name in code})
     assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == {"AutoConfig": AUTO_MAP["AutoConfig"]}
 
 
@@ -265,7 +269,7 @@ PROCESSOR_FILES = {"processor_config.json", "tokenizer.json", "tokenizer_config.
 def test_save_pretrained_with_processor_serves_every_loader(tmp_path):
     from transformers import AutoProcessor, pipeline
 
-    from omnisift_hf.tiny import tiny_model, tiny_processor
+    from omnisift_hf.testing_utils import tiny_model, tiny_processor
 
     model, processor = tiny_model(), tiny_processor()
     model.save_pretrained(tmp_path, processor=processor)
@@ -281,7 +285,7 @@ def test_save_pretrained_with_processor_serves_every_loader(tmp_path):
 
 
 def test_push_to_hub_with_processor_uploads_its_files_in_the_same_commit(model, fake_hub):
-    from omnisift_hf.tiny import tiny_processor
+    from omnisift_hf.testing_utils import tiny_processor
 
     model.push_to_hub("org/omnisift-tiny", processor=tiny_processor())
     assert len(fake_hub.commits) == 1

@@ -21,7 +21,7 @@ from transformers.integrations.accelerate import compute_module_sizes
 from transformers.utils import logging as hf_logging
 
 from omnisift_hf import OmniSiftAudioSelector, OmniSiftConfig, OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import tiny_config
+from omnisift_hf.testing_utils import tiny_config
 
 CLASS_NAME = "OmniSiftForConditionalGeneration"
 

@@ -21,16 +21,10 @@ from transformers import AutoProcessor, Qwen2_5OmniProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" task)
 from omnisift_hf.media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video, video_sampling_of
-from omnisift_hf.pipeline_omni_qa import prepare_omni_inputs
-from omnisift_hf.tiny import (
-    DEFAULT_SYSTEM_PROMPT,
-    TINY_SPECIAL_TOKENS,
-    TINY_TOKEN_IDS,
-    save_tiny_default,
-    tiny_inputs,
-    tiny_processor,
-    write_synthetic_clip,
-)
+from omnisift_hf.processing_omnisift import prepare_omni_inputs
+from omnisift_hf.processing_omnisift import DEFAULT_SYSTEM_PROMPT
+from omnisift_hf.testing_utils import TINY_SPECIAL_TOKENS, TINY_TOKEN_IDS, save_tiny_default, tiny_inputs, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_clip
 
 IDS = TINY_TOKEN_IDS
 # The synthetic clip's square colours (`write_synthetic_clip`), one per 2-second segment, and its background.

@@ -6,7 +6,7 @@ from conftest import IDS, build_inputs, select_sample
 from transformers import GenerationMixin, Qwen2_5OmniThinkerForConditionalGeneration
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import tiny_config
+from omnisift_hf.testing_utils import tiny_config
 
 BATCH = [
     [("text", 4), ("video", 4, 8, 8, 400), ("text", 5)],
@@ -19,7 +19,7 @@ MIXED_BATCH = [[("text", 6)], [("text", 2), ("video", 3, 8, 8, 300)], [("audio",
 
 def _kept_real_index(output, row: int, input_mask: torch.Tensor) -> torch.Tensor:
     """Kept positions of one batch row, relative to its first real (unpadded) token."""
-    index = output.kept_token_index[row][output.compressed_attention_mask[row].bool()]
+    index = output.kept_token_index[row][output.kept_attention_mask[row].bool()]
     return index - (~input_mask[row].bool()).sum()
 
 
@@ -37,8 +37,10 @@ def test_embedding_stage_matches_parent(model, av_inputs):
     media = {k: v for k, v in av_inputs.items() if k not in ("attention_mask", "use_audio_in_video")}
     media.pop("video_second_per_grid")
     with torch.no_grad():
+        # Private on purpose: this is the stage copied from transformers, checked against the parent's.
         embeds, _ = model._embed_multimodal(
             **{k: media.get(k) for k in ("input_ids", "input_features", "pixel_values", "pixel_values_videos")},
+            inputs_embeds=None,
             image_grid_thw=None,
             video_grid_thw=av_inputs["video_grid_thw"],
             feature_attention_mask=av_inputs["feature_attention_mask"],
@@ -107,15 +109,13 @@ def test_generate_needs_the_pruned_state_after_prefill(monkeypatch):
 def test_generate_compresses_inside_generate(model, av_inputs):
     """In transformers 5.24 the prefill gets `mm_encoder_outputs`, not pixels: compression must still happen."""
     seen = []
-    original = OmniSiftForConditionalGeneration._select_tokens
 
-    def spy(self, *args, **kwargs):
+    def spy(*args, **kwargs):
         seen.append(True)
-        return original(self, *args, **kwargs)
+        return model.select_tokens(*args, **kwargs)
 
-    model._select_tokens = spy.__get__(model)
     with torch.no_grad():
-        model.generate(**av_inputs, keep_ratio=0.25, max_new_tokens=3, do_sample=False)
+        model.generate(**av_inputs, keep_ratio=0.25, max_new_tokens=3, do_sample=False, token_selector=spy)
     assert seen == [True]  # prefill only; decode steps skip compression
     stats = model.compression_stats
     assert stats.num_kept_video_tokens[0] < stats.num_video_tokens[0]
@@ -211,8 +211,9 @@ def test_labels_follow_the_kept_sequence(model, av_inputs):
     labels[labels >= IDS["audio"]] = -100
     with torch.no_grad():
         out = model(**av_inputs, labels=labels, video_keep_ratio=0.25, audio_keep_ratio=1.0)
-        embeds, _ = model._embed_multimodal(
+        embeds, _ = model._embed_multimodal(  # private on purpose: the stage copied from transformers
             input_ids=av_inputs["input_ids"],
+            inputs_embeds=None,
             input_features=av_inputs["input_features"],
             pixel_values=None,
             pixel_values_videos=av_inputs["pixel_values_videos"],

@@ -23,13 +23,9 @@ from transformers.utils.chat_template_utils import Chat
 import omnisift_hf
 from omnisift_hf import OmniQAPipeline, OmniSiftForConditionalGeneration, VideoSampling
 from omnisift_hf.media import load_video
-from omnisift_hf.tiny import (
-    DEFAULT_SYSTEM_PROMPT,
-    save_tiny_default,
-    tiny_processor,
-    write_synthetic_audio,
-    write_synthetic_clip,
-)
+from omnisift_hf.processing_omnisift import DEFAULT_SYSTEM_PROMPT
+from omnisift_hf.testing_utils import save_tiny_default, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_audio, write_synthetic_clip
 
 COUNT_KEYS = ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens")
 RESULT_KEYS = {"answer", *COUNT_KEYS, "prompt_tokens", "prefill_tokens"}

@@ -14,7 +14,8 @@ from transformers import Trainer, TrainingArguments, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline)
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tiny import TINY_TOKEN_IDS, tiny_model, tiny_processor, write_synthetic_audio, write_synthetic_clip
+from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_model, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_audio, write_synthetic_clip
 from omnisift_hf.training import (
     FREEZE_POLICIES,
     PARAMETER_GROUPS,
@@ -178,7 +179,7 @@ def test_loss_equals_cross_entropy_on_the_hand_pruned_sequence(batch):
     every kept label must be the token that sits at its kept position."""
     model = tiny_model().train()
     out = model(**batch)
-    index, mask = out.kept_token_index, out.compressed_attention_mask  # (B, K)
+    index, mask = out.kept_token_index, out.kept_attention_mask  # (B, K)
     assert index.shape[1] < batch["input_ids"].shape[1]  # the sequence really was shortened
     labels = batch["labels"].gather(1, index).masked_fill(mask == 0, -100)
     answer = labels != -100

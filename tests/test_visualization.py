@@ -9,23 +9,9 @@ from PIL import Image
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline)
-from omnisift_hf.tiny import TINY_TOKEN_IDS, tiny_inputs, tiny_model, tiny_processor, write_synthetic_clip
-from omnisift_hf.visualization import (
-    AXIS_HEIGHT,
-    GAP,
-    LABEL_HEIGHT,
-    MARGIN,
-    STRIP_HEIGHT,
-    STRIP_TITLE_HEIGHT,
-    TITLE_HEIGHT,
-    _font,
-    frames_from_pixel_values,
-    kept_token_mask,
-    media_keep_masks,
-    render_compressed_clip,
-    render_model_output,
-    render_pipeline,
-)
+from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_inputs, tiny_model, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_clip
+from omnisift_hf.tools.visualization import AXIS_HEIGHT, GAP, LABEL_HEIGHT, MARGIN, STRIP_HEIGHT, STRIP_TITLE_HEIGHT, TITLE_HEIGHT, _font, frames_from_pixel_values, kept_token_mask, media_keep_masks, render_compressed_clip, render_model_output, render_pipeline
 
 IDS = TINY_TOKEN_IDS
 
@@ -81,13 +67,13 @@ def test_vision_encoder_output_follows_processor_block_order():
 
 
 def test_kept_video_tokens_map_to_their_mrope_height_and_width():
-    # The model's own M-RoPE ids of every kept video token (rows 2-3 of `compressed_position_ids`) give its block;
+    # The model's own M-RoPE ids of every kept video token (rows 2-3 of `kept_position_ids`) give its block;
     # `media_keep_masks` must place the token at that block.
     model = tiny_model()
     inputs = tiny_inputs([[("text", 4), ("video", 4, 8, 12, 400), ("text", 3)], [("video", 2, 6, 4, 200)]])
     with torch.no_grad():
         out = model(**inputs, keep_ratio=0.25)
-    keep = kept_token_mask(out.kept_token_index, inputs["input_ids"], out.compressed_attention_mask)
+    keep = kept_token_mask(out.kept_token_index, inputs["input_ids"], out.kept_attention_mask)
     for sample in range(2):
         video_keep, audio_keep, number = media_keep_masks(
             inputs["input_ids"], keep, inputs["video_grid_thw"], IDS["video"], IDS["audio"], sample=sample
@@ -95,11 +81,11 @@ def test_kept_video_tokens_map_to_their_mrope_height_and_width():
         assert number == sample
         assert int(video_keep.sum()) == int(out.num_kept_video_tokens[sample])
         assert int(audio_keep.sum()) == int(out.num_kept_audio_tokens[sample])
-        real = out.compressed_attention_mask[sample].bool()
+        real = out.kept_attention_mask[sample].bool()
         index = out.kept_token_index[sample][real]
         is_video = inputs["input_ids"][sample][index] == IDS["video"]
-        heights = out.compressed_position_ids[2, sample][real][is_video]
-        widths = out.compressed_position_ids[3, sample][real][is_video]
+        heights = out.kept_position_ids[2, sample][real][is_video]
+        widths = out.kept_position_ids[3, sample][real][is_video]
         slices, blocks_h, blocks_w = video_keep.shape
         ordinal = torch.cumsum(inputs["input_ids"][sample] == IDS["video"], 0)[index[is_video]] - 1
         block = ordinal % (blocks_h * blocks_w)

@@ -1,22 +1,20 @@
 """omnisift_hf: OmniSIFT token compression for Qwen2.5-Omni, as a native transformers model.
 
-`import omnisift_hf` registers the `omnisift` model type with the transformers Auto classes and the `omni-qa`
-pipeline task.
+`import omnisift_hf` registers each backbone's model type with the transformers Auto classes and the `omni-qa`
+pipeline task. It imports the library only: the tools (`omnisift_hf.tools`) and the tiny test builders
+(`omnisift_hf.testing_utils`) are imported on their own.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoModelForMultimodalLM,
-)
+import transformers
+from transformers import AutoConfig, AutoModelForMultimodalLM
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .compression import KeepRatios, derive_keep_ratios
-from .configuration_omnisift import OmniSiftConfig
 from .media import LoadedVideo, VideoSampling, load_audio, load_image, load_video
-from .modeling_omnisift import OmniSiftAudioSelector, OmniSiftCausalLMOutputWithPast, OmniSiftForConditionalGeneration
+from .models import BACKBONES
+from .models.qwen2_5_omni import OmniSiftCausalLMOutputWithPast, OmniSiftConfig, OmniSiftForConditionalGeneration
 from .pipeline_omni_qa import OmniQAPipeline
+from .selector import OmniSiftAudioSelector, TokenSelection
 from .training import EncodedOmniQADataset, OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
 
 __version__ = "0.1.0"
@@ -32,6 +30,7 @@ __all__ = [
     "OmniSiftCausalLMOutputWithPast",
     "OmniSiftConfig",
     "OmniSiftForConditionalGeneration",
+    "TokenSelection",
     "TrainableParameters",
     "VideoSampling",
     "derive_keep_ratios",
@@ -41,10 +40,11 @@ __all__ = [
     "load_video",
 ]
 
-# Registration: the `omnisift` model type resolves to OmniSIFT through every Auto class users reach for.
-AutoConfig.register(OmniSiftConfig.model_type, OmniSiftConfig, exist_ok=True)
-for _auto_class in (AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM):
-    _auto_class.register(OmniSiftConfig, OmniSiftForConditionalGeneration, exist_ok=True)
+# Registration: each backbone's model type resolves to its OmniSIFT classes through every Auto class users reach for.
+for _config_class, _model_class, _auto_class_names in BACKBONES:
+    AutoConfig.register(_config_class.model_type, _config_class, exist_ok=True)
+    for _name in _auto_class_names:
+        getattr(transformers, _name).register(_config_class, _model_class, exist_ok=True)
 # The `omni-qa` task: `pipeline("omni-qa", model=...)`. Models load through AutoModelForMultimodalLM (a transformers
 # class, so that a saved pipeline's `custom_pipelines` entry resolves in any process).
 PIPELINE_REGISTRY.register_pipeline(

@@ -12,21 +12,28 @@ The functions never leave the tensors' device. They synchronise with the host on
 the data (one `max()` per padded layout), never per token.
 """
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "KeepRatios",
+    "KeptSequence",
     "MediaLayout",
+    "check_keep_ratio",
     "compact_kept_tokens",
     "derive_keep_ratios",
     "drop_count",
+    "gather_kept_tokens",
     "media_layout",
+    "pad_segments",
     "resolve_keep_ratios",
     "segment_rank",
     "spatio_temporal_prune",
+    "token_keep_mask",
     "top_audio_per_window",
 ]
 
@@ -34,6 +41,37 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------------
 # Keep ratios
 # ----------------------------------------------------------------------------------------------------------------------
+def check_keep_ratio(name: str, value: Any, allow_none: bool = True) -> float | None:
+    """Validate one keep ratio (the fraction of tokens kept, `1 - rho` in the paper's notation).
+
+    Args:
+        name (`str`): the argument or field name, repeated in the error message.
+        value: the value to check. An `int` `1` is accepted; `bool` is not a number here.
+        allow_none (`bool`): whether `None` ("not set") is a valid value.
+
+    Returns:
+        `float | None`: the value as a float, or `None`.
+
+    Raises:
+        `TypeError`: the value is not a real number.
+        `ValueError`: the value is NaN or outside `(0, 1]`.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(
+            f"`{name}` must be a number in (0, 1] (the fraction of audio/video tokens to keep), "
+            f"got {value!r} of type {type(value).__name__}."
+        )
+    value = float(value)
+    if math.isnan(value) or not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"`{name}` must be in (0, 1] (the fraction of audio/video tokens to keep; 1.0 turns compression off), "
+            f"got {value!r}."
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class KeepRatios:
     """The ratios one forward pass uses. `video` / `audio` of `None` mean "derived from `keep`"."""
@@ -49,6 +87,21 @@ class KeepRatios:
         audio = self.keep if self.audio is None else self.audio
         return video == 1.0 and audio == 1.0
 
+    def per_sample(self, num_video: torch.Tensor, num_audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Video and audio keep ratios of each sample, float64 (float32 on MPS), shape `(B,)`: the split
+        `derive_keep_ratios` makes of `keep`, replaced by `video` / `audio` where those are set.
+
+        Args:
+            num_video (`torch.LongTensor` of shape `(B,)`): video tokens per sample.
+            num_audio (`torch.LongTensor` of shape `(B,)`): prunable audio tokens per sample.
+        """
+        video, audio = derive_keep_ratios(self.keep, num_video, num_audio)
+        if self.video is not None:
+            video = torch.full_like(video, self.video)
+        if self.audio is not None:
+            audio = torch.full_like(audio, self.audio)
+        return video, audio
+
 
 def resolve_keep_ratios(
     keep_ratio: float | None,
@@ -58,8 +111,18 @@ def resolve_keep_ratios(
     default_video_keep_ratio: float | None,
     default_audio_keep_ratio: float | None,
 ) -> KeepRatios:
-    """Apply the precedence, most specific first: per-call modality ratio, per-call `keep_ratio` (its derived split),
-    configured modality ratio, configured `keep_ratio`. Values must already be validated."""
+    """Validate per-call and configured ratios and apply the precedence, most specific first: per-call modality ratio,
+    per-call `keep_ratio` (its derived split), configured modality ratio, configured `keep_ratio`.
+
+    The configured values are checked again on every call: config fields can be reassigned after validation. Errors
+    name them `config.<field>`.
+    """
+    keep_ratio = check_keep_ratio("keep_ratio", keep_ratio)
+    video_keep_ratio = check_keep_ratio("video_keep_ratio", video_keep_ratio)
+    audio_keep_ratio = check_keep_ratio("audio_keep_ratio", audio_keep_ratio)
+    default_keep_ratio = check_keep_ratio("config.keep_ratio", default_keep_ratio, allow_none=False)
+    default_video_keep_ratio = check_keep_ratio("config.video_keep_ratio", default_video_keep_ratio)
+    default_audio_keep_ratio = check_keep_ratio("config.audio_keep_ratio", default_audio_keep_ratio)
     if keep_ratio is not None:
         # A per-call overall budget replaces the configured per-modality values.
         return KeepRatios(keep=keep_ratio, video=video_keep_ratio, audio=audio_keep_ratio)
@@ -335,6 +398,25 @@ def top_audio_per_window(
 # ----------------------------------------------------------------------------------------------------------------------
 # Shortening the sequences
 # ----------------------------------------------------------------------------------------------------------------------
+def token_keep_mask(
+    attention_mask: torch.Tensor, layout: MediaLayout, video_keep: torch.Tensor, audio_keep: torch.Tensor
+) -> torch.Tensor:
+    """Which positions of the batch stay: real tokens, minus the dropped video and audio tokens.
+
+    Args:
+        attention_mask (`torch.Tensor` of shape `(B, L)`): 1 at real tokens, 0 at padding.
+        layout ([`MediaLayout`]): where the video and audio tokens are.
+        video_keep (`torch.BoolTensor` of shape `(Nv,)`), audio_keep (`torch.BoolTensor` of shape `(Na,)`): decisions.
+
+    Returns:
+        `torch.BoolTensor` of shape `(B, L)`.
+    """
+    keep = attention_mask.bool().flatten().clone()
+    keep[layout.video_index] &= video_keep
+    keep[layout.audio_index] &= audio_keep
+    return keep.view(attention_mask.shape)
+
+
 def compact_kept_tokens(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices that gather each row's kept tokens, in order, left-padded to the longest row.
 
@@ -356,3 +438,83 @@ def compact_kept_tokens(keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     columns = torch.arange(kept_len, device=keep.device)
     attention_mask = (columns >= kept_len - counts.unsqueeze(1)).long()
     return index[:, :kept_len] * attention_mask, attention_mask
+
+
+@dataclass
+class KeptSequence:
+    """The shortened, left-padded batch the language model reads (`K` = the longest kept row).
+
+    Attributes:
+        index (`torch.LongTensor` of shape `(B, K)`): position in the input sequence of each kept slot (0 at padding).
+        attention_mask (`torch.LongTensor` of shape `(B, K)`): 1 at kept tokens, 0 at padding.
+        inputs_embeds (`torch.Tensor` of shape `(B, K, D)`): their embeddings.
+        position_ids (`torch.LongTensor` of shape `(4, B, K)`): contiguous text positions (row 0; a jump would be read
+            as a new packed sequence) and the kept tokens' original M-RoPE temporal/height/width positions (rows 1-3,
+            1 at padding, as `get_rope_index` writes it).
+        labels (`torch.LongTensor` of shape `(B, K)`, *optional*): their labels, -100 at padding.
+        rope_deltas (`torch.LongTensor` of shape `(B, 1)`): offset of the M-RoPE positions of the tokens that follow
+            (last kept position + 1 - kept length), for decode steps without explicit positions.
+    """
+
+    index: torch.Tensor
+    attention_mask: torch.Tensor
+    inputs_embeds: torch.Tensor
+    position_ids: torch.Tensor
+    labels: torch.Tensor | None
+    rope_deltas: torch.Tensor
+
+
+def gather_kept_tokens(
+    keep: torch.Tensor,
+    inputs_embeds: torch.Tensor,
+    mrope_position_ids: torch.Tensor,
+    labels: torch.Tensor | None = None,
+) -> KeptSequence:
+    """Gather each sample's kept tokens (embeddings, M-RoPE positions, labels) and re-pad them on the left.
+
+    Args:
+        keep (`torch.BoolTensor` of shape `(B, L)`): tokens to keep (padding must already be False).
+        inputs_embeds (`torch.Tensor` of shape `(B, L, D)`): the merged (and gated) embeddings.
+        mrope_position_ids (`torch.LongTensor` of shape `(3, B, L)`): temporal, height and width positions.
+        labels (`torch.LongTensor` of shape `(B, L)`, *optional*): language-modelling labels.
+
+    Returns:
+        [`KeptSequence`].
+    """
+    index, attention_mask = compact_kept_tokens(keep)  # (B, K), (B, K)
+    hidden_size = inputs_embeds.shape[-1]
+    kept_embeds = inputs_embeds.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden_size))  # (B, K, D)
+    kept_mrope = mrope_position_ids.gather(2, index.unsqueeze(0).expand(3, -1, -1))  # (3, B, K)
+    kept_mrope = kept_mrope.masked_fill(attention_mask == 0, 1)
+    text_positions = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # (B, K)
+    kept_labels = None
+    if labels is not None:
+        kept_labels = labels.gather(1, index).masked_fill(attention_mask == 0, -100)
+    return KeptSequence(
+        index=index,
+        attention_mask=attention_mask,
+        inputs_embeds=kept_embeds,
+        position_ids=torch.cat([text_positions.unsqueeze(0), kept_mrope], dim=0),  # (4, B, K)
+        labels=kept_labels,
+        rope_deltas=(kept_mrope.amax(dim=(0, 2)) + 1 - attention_mask.sum(-1)).unsqueeze(1),
+    )
+
+
+def pad_segments(values: torch.Tensor, segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lay out `(N, D)` values grouped in contiguous, ordered segments as a zero-padded `(S, M, D)` tensor, `M` the
+    largest segment.
+
+    Args:
+        values (`torch.Tensor` of shape `(N, D)`): the values, segment after segment.
+        segment (`torch.LongTensor` of shape `(N,)`): segment of each value (non-decreasing, ids in `[0, S)`).
+        num_segments (`int`): `S`.
+
+    Returns:
+        `tuple(torch.Tensor, torch.LongTensor)`: the padded tensor `(S, M, D)` and each value's slot in its segment
+        `(N,)` (value `i` sits at `[segment[i], slot[i]]`).
+    """
+    size = torch.bincount(segment, minlength=num_segments)
+    start = torch.cumsum(size, 0) - size
+    slot = torch.arange(segment.shape[0], device=segment.device) - start[segment]
+    padded = values.new_zeros(num_segments, int(size.max().item()), values.shape[-1])
+    return padded.index_put((segment, slot), values), slot

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "MEDIA_TYPES",
     "SAMPLING_RATE",
     "LoadedVideo",
     "VideoSampling",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 SAMPLING_RATE = 16000  # what the Qwen2.5-Omni audio encoder expects
+# The media a request can carry, in the order their items are listed.
+MEDIA_TYPES = ("video", "audio", "image")
 _VIDEO_SUFFIXES = ".mp4, .mkv, .webm, .mov, .avi"
 _AUDIO_SUFFIXES = ".wav, .flac, .mp3, .ogg, .m4a"
 

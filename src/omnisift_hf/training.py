@@ -47,9 +47,9 @@ from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 from transformers.utils import logging
 
-from .configuration_omnisift import check_keep_ratio
-from .media import VideoSampling, video_sampling_of
-from .pipeline_omni_qa import collate_omni_inputs, prepare_omni_inputs
+from .models.qwen2_5_omni.configuration_omnisift import check_keep_ratio
+from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
+from .processing_omnisift import collate_omni_inputs, prepare_omni_inputs
 
 logger = logging.get_logger(__name__)
 
@@ -176,7 +176,7 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
     Example:
 
     ```python
-    >>> from omnisift_hf.tiny import tiny_model
+    >>> from omnisift_hf.testing_utils import tiny_model
     >>> from omnisift_hf.training import freeze
 
     >>> counts = freeze(tiny_model(), "selector")
@@ -198,11 +198,10 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
 # ---------------------------------------------------------------------------------------------------------------------
 # Data: JSONL examples
 # ---------------------------------------------------------------------------------------------------------------------
-_MEDIA_TYPES = ("video", "audio", "image")
 _ROLES = ("system", "user", "assistant")
 # Keys of one JSONL line.
 _JSONL_KEYS = (
-    *_MEDIA_TYPES,
+    *MEDIA_TYPES,
     "question",
     "answer",
     "messages",
@@ -317,7 +316,7 @@ class OmniQADataset(Dataset):
             answer = record["answer"]
 
         media_items = []
-        for kind in _MEDIA_TYPES:
+        for kind in MEDIA_TYPES:
             value = record.get(kind)
             values = value if isinstance(value, list) else ([] if value is None else [value])
             media_items += [{"type": kind, kind: item} for item in values]
@@ -372,12 +371,12 @@ class OmniQADataset(Dataset):
 
     def _resolve(self, item: dict, source: str, check_media_files: bool) -> dict:
         """A content item with its media path made absolute (relative to the JSONL file) and checked."""
-        kind = item.get("type") or next((key for key in ("text", *_MEDIA_TYPES) if key in item), None)
+        kind = item.get("type") or next((key for key in ("text", *MEDIA_TYPES) if key in item), None)
         if kind == "text":
             if not isinstance(item.get("text"), str):
                 raise ValueError(f"{source}: a text item needs a string 'text', got {item!r}.")
             return {"type": "text", "text": item["text"]}
-        if kind not in _MEDIA_TYPES:
+        if kind not in MEDIA_TYPES:
             raise ValueError(
                 f"{source}: content item of type {kind!r} is not supported; use text, video, audio, image."
             )

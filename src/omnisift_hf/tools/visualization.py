@@ -65,7 +65,7 @@ def _font(size: int = 11) -> ImageFont.ImageFont:
 def kept_token_mask(
     kept_token_index: torch.Tensor | None,
     input_ids: torch.Tensor,
-    compressed_attention_mask: torch.Tensor | None = None,
+    kept_attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Which input positions reached the language model.
 
@@ -73,7 +73,7 @@ def kept_token_mask(
         kept_token_index (`torch.LongTensor` of shape `(B, K)`, *optional*): the model output's `kept_token_index`
             (`None` when nothing was compressed: every position is kept).
         input_ids (`torch.LongTensor` of shape `(B, L)`): the model input.
-        compressed_attention_mask (`torch.LongTensor` of shape `(B, K)`, *optional*): the output's mask of the
+        kept_attention_mask (`torch.LongTensor` of shape `(B, K)`, *optional*): the output's mask of the
             shortened sequence; without it, padding slots (index 0) mark position 0, which is never a media token.
 
     Returns:
@@ -85,8 +85,8 @@ def kept_token_mask(
     keep = torch.zeros_like(input_ids, dtype=torch.bool)
     valid = (
         torch.ones_like(index, dtype=torch.bool)
-        if compressed_attention_mask is None
-        else compressed_attention_mask.to(input_ids.device).bool()
+        if kept_attention_mask is None
+        else kept_attention_mask.to(input_ids.device).bool()
     )
     rows = torch.arange(index.shape[0], device=index.device).unsqueeze(1).expand_as(index)
     keep[rows[valid], index[valid]] = True
@@ -367,7 +367,7 @@ def render_model_output(
 
     Args:
         outputs ([`OmniSiftCausalLMOutputWithPast`]): the model output (`kept_token_index`,
-            `compressed_attention_mask`), or `model.compression_stats` after `generate()`.
+            `kept_attention_mask`), or `model.compression_stats` after `generate()`.
         inputs (`dict`): the model inputs: `input_ids`, `video_grid_thw`, and `pixel_values_videos` unless `frames`
             is given; `video_second_per_grid` when present.
         config ([`OmniSiftConfig`]): the model config (token ids, merge size, audio tokens per second).
@@ -381,7 +381,7 @@ def render_model_output(
     merge_size = vision.spatial_merge_size
     input_ids = inputs["input_ids"]
     keep = kept_token_mask(
-        getattr(outputs, "kept_token_index", None), input_ids, getattr(outputs, "compressed_attention_mask", None)
+        getattr(outputs, "kept_token_index", None), input_ids, getattr(outputs, "kept_attention_mask", None)
     )
     grid = inputs["video_grid_thw"]
     video_keep, audio_keep, number = media_keep_masks(
@@ -442,15 +442,16 @@ def render_pipeline(
     ```python
     >>> from transformers import pipeline
     >>> import omnisift_hf
-    >>> from omnisift_hf.tiny import tiny_model, tiny_processor, write_synthetic_clip
-    >>> from omnisift_hf.visualization import render_pipeline
+    >>> from omnisift_hf.testing_utils import tiny_model, tiny_processor
+    >>> from omnisift_hf.tools.synthetic import write_synthetic_clip
+    >>> from omnisift_hf.tools.visualization import render_pipeline
 
     >>> pipe = pipeline("omni-qa", model=tiny_model(), processor=tiny_processor())
     >>> picture = render_pipeline(pipe, write_synthetic_clip("/tmp/clip.mp4", seconds=4.0), keep_ratio=0.25)
     >>> picture.save("/tmp/compressed.png")
     ```
     """
-    from .pipeline_omni_qa import to_model_inputs
+    from ..processing_omnisift import to_model_inputs
 
     model = pipe.model
     model_inputs = to_model_inputs(pipe.preprocess({"video": video, "question": question}), model, pipe.device)

@@ -1,9 +1,10 @@
 """OmniSIFT for Qwen2.5-Omni: the thinker with token compression between its encoders and its language model."""
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightConverter, rename_source_key
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
@@ -11,25 +12,18 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniTh
 from transformers.utils import logging
 from transformers.utils.generic import can_return_tuple
 
-from .compression import (
-    KeepRatios,
-    MediaLayout,
-    compact_kept_tokens,
-    derive_keep_ratios,
-    media_layout,
-    resolve_keep_ratios,
-    spatio_temporal_prune,
-    top_audio_per_window,
-)
-from .configuration_omnisift import OmniSiftConfig, check_keep_ratio
+from ...compression import KeepRatios, gather_kept_tokens, resolve_keep_ratios
+from ...remote_code import class_reference, write_remote_code
+from ...selector import OmniSiftAudioSelector, TokenSelection, select_tokens
+from .configuration_omnisift import OmniSiftConfig
 
 logger = logging.get_logger(__name__)
 
 __all__ = [
     "AUTO_MODEL_CLASSES",
-    "OmniSiftAudioSelector",
     "OmniSiftCausalLMOutputWithPast",
     "OmniSiftForConditionalGeneration",
+    "TokenSelector",
     "remote_code_auto_map",
 ]
 
@@ -37,9 +31,13 @@ __all__ = [
 # lists each of them in `auto_map`, so that each also loads it with `trust_remote_code=True`.
 AUTO_MODEL_CLASSES = ("AutoModel", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
 
+# What `forward(token_selector=...)` accepts: a callable with the arguments of
+# `OmniSiftForConditionalGeneration.select_tokens` that returns a `TokenSelection`.
+TokenSelector = Callable[[torch.LongTensor, torch.Tensor, torch.Tensor, torch.Tensor, KeepRatios], TokenSelection]
+
 # Qwen2.5-Omni checkpoints store the thinker under `thinker.` (and its decoder under `thinker.model.`); transformers
 # renames those keys only for classes it knows or that are registered. Without this line every decoder weight would be
-# silently re-initialised. The compressor lives at the top level (`compressor.*`), outside `model.`, so the stock
+# silently re-initialised. The selector lives at the top level (`compressor.*`), outside `model.`, so the stock
 # renaming of `model.*` into `model.language_model.*` never touches it.
 register_checkpoint_conversion_mapping(
     "OmniSiftForConditionalGeneration",
@@ -66,9 +64,9 @@ class OmniSiftCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     kept_token_index (`torch.LongTensor` of shape `(batch_size, kept_length)`, *optional*):
         For each position of the shortened, left-padded sequence, its position in the input sequence (0 at padding).
         `None` when nothing was compressed.
-    compressed_attention_mask (`torch.LongTensor` of shape `(batch_size, kept_length)`, *optional*):
+    kept_attention_mask (`torch.LongTensor` of shape `(batch_size, kept_length)`, *optional*):
         Attention mask of the shortened sequence (what `logits` are aligned with).
-    compressed_position_ids (`torch.LongTensor` of shape `(4, batch_size, kept_length)`, *optional*):
+    kept_position_ids (`torch.LongTensor` of shape `(4, batch_size, kept_length)`, *optional*):
         Text positions (row 0) and M-RoPE temporal/height/width positions (rows 1-3) of the shortened sequence.
     """
 
@@ -77,57 +75,8 @@ class OmniSiftCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
     num_audio_tokens: torch.LongTensor | None = None
     num_kept_audio_tokens: torch.LongTensor | None = None
     kept_token_index: torch.LongTensor | None = None
-    compressed_attention_mask: torch.LongTensor | None = None
-    compressed_position_ids: torch.LongTensor | None = None
-
-
-class OmniSiftAudioSelector(nn.Module):
-    """VGAS, the vision-guided audio selector: scores each audio token of a time window by cross-attending to the
-    window's kept video tokens. 4,856,321 parameters at hidden size 3584 (Qwen2.5-Omni-7B).
-
-    `a = LN(W_a audio)`, `v = LN(W_v video)`, `x = LN(MHA(q=a, k=v, v=v) + a)`, `s = sigmoid(MLP(x))`.
-    Parameter names follow the published OmniSIFT checkpoint (`thinker.compressor.*`).
-    """
-
-    def __init__(self, hidden_size: int, selector_hidden_size: int, num_heads: int, mlp_size: int):
-        super().__init__()
-        self.a_proj = nn.Linear(hidden_size, selector_hidden_size)
-        self.v_proj = nn.Linear(hidden_size, selector_hidden_size)
-        self.a_norm = nn.LayerNorm(selector_hidden_size)
-        self.v_norm = nn.LayerNorm(selector_hidden_size)
-        self.cross_attn = nn.MultiheadAttention(selector_hidden_size, num_heads, batch_first=True)
-        self.post_attn_norm = nn.LayerNorm(selector_hidden_size)
-        self.score_head = nn.Sequential(nn.Linear(selector_hidden_size, mlp_size), nn.SiLU(), nn.Linear(mlp_size, 1))
-
-    def forward(
-        self, audio: torch.Tensor, video: torch.Tensor, video_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """
-        Args:
-            audio (`torch.Tensor` of shape `(W, A, D)`): audio tokens of `W` windows (padded to `A`).
-            video (`torch.Tensor` of shape `(W, V, D)`): kept video tokens of the same windows (padded to `V`).
-            video_padding_mask (`torch.BoolTensor` of shape `(W, V)`, *optional*): True at video padding. Every
-                window needs at least one real video token.
-
-        Returns:
-            `torch.Tensor` of shape `(W, A)`: keep scores in (0, 1). Rows at audio padding are meaningless.
-        """
-        a = self.a_norm(self.a_proj(audio))  # (W, A, d)
-        v = self.v_norm(self.v_proj(video))  # (W, V, d)
-        attended, _ = self.cross_attn(a, v, v, key_padding_mask=video_padding_mask, need_weights=False)
-        x = self.post_attn_norm(attended + a)
-        return torch.sigmoid(self.score_head(x)).squeeze(-1)
-
-
-@dataclass
-class _Selection:
-    """What one compressed forward kept: the gated embeddings and per-token keep decisions."""
-
-    inputs_embeds: torch.Tensor  # (B, L, D), audio gated by the straight-through estimator
-    keep: torch.Tensor  # (B, L) bool, False at padding and dropped tokens
-    layout: MediaLayout
-    video_keep: torch.Tensor  # (Nv,) bool
-    audio_keep: torch.Tensor  # (Na,) bool
+    kept_attention_mask: torch.LongTensor | None = None
+    kept_position_ids: torch.LongTensor | None = None
 
 
 class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneration):
@@ -171,6 +120,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
 
     def __init__(self, config: OmniSiftConfig):
         super().__init__(config)
+        # The selector. Its attribute name is the published checkpoint's (`thinker.compressor.*`).
         self.compressor = OmniSiftAudioSelector(
             hidden_size=config.text_config.hidden_size,
             selector_hidden_size=config.selector_hidden_size,
@@ -219,10 +169,13 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             The processor the model is used with (e.g. `Qwen2_5OmniProcessor`), saved into the same directory so that
             it serves `from_pretrained`, `AutoProcessor.from_pretrained` and `pipeline("omni-qa")` at once.
         """
-        # Overwritten -- `register_for_auto_class` (end of this module) makes transformers copy the remote-code files,
-        # but records a single Auto class in `auto_map`: list the config and every Auto class the model answers to.
-        # `push_to_hub` saves through this method too.
+        # Overwritten -- write this module and what it imports (the remote-code bundle) next to the weights and list
+        # the config and every Auto class the model answers to in `auto_map`. transformers' own copying
+        # (`register_for_auto_class`) cannot follow this package's imports across folders. `push_to_hub` saves
+        # through this method too.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **remote_code_auto_map()}
+        os.makedirs(save_directory, exist_ok=True)
+        write_remote_code(save_directory, __file__)
         super().save_pretrained(save_directory, *args, **kwargs)
         processor = processor if processor is not None else getattr(self, "_processor_to_push", None)
         if processor is not None:
@@ -243,24 +196,6 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
     # ------------------------------------------------------------------------------------------------------------------
     # Forward
     # ------------------------------------------------------------------------------------------------------------------
-    def resolve_keep_ratios(
-        self,
-        keep_ratio: float | None = None,
-        video_keep_ratio: float | None = None,
-        audio_keep_ratio: float | None = None,
-    ) -> KeepRatios:
-        """Validate per-call ratios and combine them with the config's (per-call modality ratio, per-call
-        `keep_ratio`, configured modality ratio, configured `keep_ratio`, most specific first)."""
-        # The config validated itself when built, but its fields can be reassigned since: check them again.
-        return resolve_keep_ratios(
-            check_keep_ratio("keep_ratio", keep_ratio),
-            check_keep_ratio("video_keep_ratio", video_keep_ratio),
-            check_keep_ratio("audio_keep_ratio", audio_keep_ratio),
-            check_keep_ratio("config.keep_ratio", self.config.keep_ratio, allow_none=False),
-            check_keep_ratio("config.video_keep_ratio", self.config.video_keep_ratio),
-            check_keep_ratio("config.audio_keep_ratio", self.config.audio_keep_ratio),
-        )
-
     @can_return_tuple
     def forward(
         self,
@@ -284,6 +219,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         keep_ratio: float | None = None,
         video_keep_ratio: float | None = None,
         audio_keep_ratio: float | None = None,
+        token_selector: TokenSelector | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> tuple | OmniSiftCausalLMOutputWithPast:
@@ -297,38 +233,54 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             Fraction of the video tokens kept by STVP for this call.
         audio_keep_ratio (`float`, *optional*):
             Fraction of the audio tokens (in windows that have video) kept by VGAS for this call.
+        token_selector (`Callable`, *optional*):
+            Replaces [`~OmniSiftForConditionalGeneration.select_tokens`] for this call: called with the same
+            arguments, it returns the [`TokenSelection`] the call applies. Baselines, timers and diagnostics wrap or
+            replace the selection this way (`generate()` passes it to the prefill). Default: `self.select_tokens`.
         logits_to_keep (`int` or `torch.Tensor`, *optional*, defaults to 0):
             As in transformers' causal LMs: compute logits only for the last `logits_to_keep` positions (0: all), or
             for the given indices. `generate()` passes 1, so the prefill of a long clip never materialises
             `(B, K, vocab)` logits.
 
         Returns `OmniSiftCausalLMOutputWithPast`: `logits` (and `labels` for the loss) are aligned with the shortened
-        sequence described by `kept_token_index` / `compressed_attention_mask`.
+        sequence described by `kept_token_index` / `kept_attention_mask`.
         """
-        ratios = self.resolve_keep_ratios(keep_ratio, video_keep_ratio, audio_keep_ratio)
-        video_outputs = (mm_encoder_outputs or {}).get("video")
-        has_media = input_features is not None or pixel_values_videos is not None or video_outputs is not None
-        parent_kwargs = {
-            "input_ids": input_ids,
+        config = self.config
+        ratios = resolve_keep_ratios(
+            keep_ratio,
+            video_keep_ratio,
+            audio_keep_ratio,
+            config.keep_ratio,
+            config.video_keep_ratio,
+            config.audio_keep_ratio,
+        )
+        encoder_inputs = {
             "input_features": input_features,
             "pixel_values": pixel_values,
             "pixel_values_videos": pixel_values_videos,
             "image_grid_thw": image_grid_thw,
             "video_grid_thw": video_grid_thw,
-            "attention_mask": attention_mask,
             "feature_attention_mask": feature_attention_mask,
             "audio_feature_lengths": audio_feature_lengths,
-            "position_ids": position_ids,
-            "cache": cache,
-            "inputs_embeds": inputs_embeds,
-            "use_cache": use_cache,
-            "use_audio_in_video": use_audio_in_video,
-            "video_second_per_grid": video_second_per_grid,
             "mm_encoder_outputs": mm_encoder_outputs,
         }
+        video_outputs = (mm_encoder_outputs or {}).get("video")
+        has_media = input_features is not None or pixel_values_videos is not None or video_outputs is not None
         if not has_media or ratios.is_identity:
             # The off switch: nothing to compress, so this is exactly the Qwen2.5-Omni thinker.
-            outputs = super().forward(**parent_kwargs, labels=labels, **kwargs)
+            outputs = super().forward(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                cache=cache,
+                inputs_embeds=inputs_embeds,
+                labels=labels,
+                use_cache=use_cache,
+                use_audio_in_video=use_audio_in_video,
+                video_second_per_grid=video_second_per_grid,
+                **encoder_inputs,
+                **kwargs,
+            )
             # The parent computes every position's logits (it has no `logits_to_keep`): keep what was asked for.
             outputs.logits = outputs.logits[:, _logits_slice(logits_to_keep)]
             if not has_media:
@@ -343,18 +295,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             )
 
         # 1. Encode: audio, image and video features scattered into the text embeddings.
-        inputs_embeds, mm_encoder_outputs = self._embed_multimodal(
-            input_ids=input_ids,
-            input_features=input_features,
-            pixel_values=pixel_values,
-            pixel_values_videos=pixel_values_videos,
-            image_grid_thw=image_grid_thw,
-            video_grid_thw=video_grid_thw,
-            feature_attention_mask=feature_attention_mask,
-            audio_feature_lengths=audio_feature_lengths,
-            mm_encoder_outputs=mm_encoder_outputs,
-            **kwargs,
-        )
+        inputs_embeds, mm_encoder_outputs = self._embed_multimodal(input_ids, inputs_embeds, **encoder_inputs, **kwargs)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
@@ -372,38 +313,31 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         mrope_position_ids = position_ids[-3:]  # (3, B, L): temporal, height, width
 
         # 2-3. Prune video (STVP) and select audio (VGAS).
-        selection = self._select_tokens(input_ids, inputs_embeds, attention_mask, mrope_position_ids[0], ratios)
+        select = self.select_tokens if token_selector is None else token_selector
+        selection = select(input_ids, inputs_embeds, attention_mask, mrope_position_ids[0], ratios)
 
         # 4. Gather the kept tokens of each sample and re-pad on the left.
-        kept_index, kept_mask = compact_kept_tokens(selection.keep)  # (B, K), (B, K)
-        hidden_size = inputs_embeds.shape[-1]
-        kept_embeds = selection.inputs_embeds.gather(1, kept_index.unsqueeze(-1).expand(-1, -1, hidden_size))
-        kept_mrope = mrope_position_ids.gather(2, kept_index.unsqueeze(0).expand(3, -1, -1))
-        kept_mrope = kept_mrope.masked_fill(kept_mask == 0, 1)  # padding positions as `get_rope_index` writes them
-        # Row 0 (text positions) stays contiguous: a jump would be read as a new packed sequence.
-        text_positions = (kept_mask.cumsum(-1) - 1).masked_fill(kept_mask == 0, 0)
-        kept_position_ids = torch.cat([text_positions.unsqueeze(0), kept_mrope], dim=0)  # (4, B, K)
-        kept_labels = None
-        if labels is not None:
-            kept_labels = labels.gather(1, kept_index).masked_fill(kept_mask == 0, -100)
+        kept = gather_kept_tokens(
+            selection.keep_mask(attention_mask), selection.apply_gate(inputs_embeds), mrope_position_ids, labels
+        )
         # Decode steps without explicit positions continue from the last kept position.
-        self.model.rope_deltas = (kept_mrope.amax(dim=(0, 2)) + 1 - kept_mask.sum(-1)).unsqueeze(1)
+        self.model.rope_deltas = kept.rope_deltas
 
         # 5. Decode the shortened sequence.
         decoder_outputs = self.model.language_model(
-            attention_mask=kept_mask,
-            position_ids=kept_position_ids,
+            attention_mask=kept.attention_mask,
+            position_ids=kept.position_ids,
             cache=cache,
-            inputs_embeds=kept_embeds,
+            inputs_embeds=kept.inputs_embeds,
             use_cache=use_cache,
             return_dict=True,
             **kwargs,
         )
         logits = self.lm_head(decoder_outputs.last_hidden_state[:, _logits_slice(logits_to_keep)])
         loss = None
-        if kept_labels is not None:
+        if kept.labels is not None:
             loss = self.loss_function(
-                logits=logits, labels=kept_labels, vocab_size=self.config.get_text_config().vocab_size, **kwargs
+                logits=logits, labels=kept.labels, vocab_size=config.get_text_config().vocab_size, **kwargs
             )
 
         # 6. Report what was kept.
@@ -414,15 +348,46 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             hidden_states=decoder_outputs.hidden_states,
             attentions=decoder_outputs.attentions,
             image_outputs=mm_encoder_outputs.get("image"),
-            kept_token_index=kept_index,
-            compressed_attention_mask=kept_mask,
-            compressed_position_ids=kept_position_ids,
-            **self._count_kept_tokens(selection, input_ids.shape[0]),
+            kept_token_index=kept.index,
+            kept_attention_mask=kept.attention_mask,
+            kept_position_ids=kept.position_ids,
+            **selection.count_tokens(input_ids.shape[0]),
         )
         self.compression_stats = OmniSiftCausalLMOutputWithPast(
             **{key: output[key] for key in output if key.startswith("num_") or key == "kept_token_index"}
         )
         return output
+
+    def select_tokens(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        temporal_ids: torch.Tensor,
+        ratios: KeepRatios,
+    ) -> TokenSelection:
+        """OmniSIFT's selection for one batch: STVP on the video tokens, then the selector (`self.compressor`) on the
+        audio tokens. `forward` calls it (or `token_selector`) between the encoders and the language model.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, L)`): the token ids (placeholders mark audio and video).
+            inputs_embeds (`torch.Tensor` of shape `(B, L, D)`): the embeddings with the encoder outputs scattered in.
+            attention_mask (`torch.Tensor` of shape `(B, L)`): 1 at real tokens, 0 at padding.
+            temporal_ids (`torch.Tensor` of shape `(B, L)`): temporal M-RoPE ids (row 1 of the 4-row position ids).
+            ratios ([`KeepRatios`]): the call's resolved ratios.
+
+        Returns:
+            [`TokenSelection`]: keep decisions for the video and audio tokens, the selector's gate, the layout.
+        """
+        real = attention_mask.bool()
+        return select_tokens(
+            self.compressor,
+            inputs_embeds,
+            (input_ids == self.config.video_token_id) & real,
+            (input_ids == self.config.audio_token_id) & real,
+            temporal_ids,
+            ratios,
+        )
 
     def _count_media_tokens(self, input_ids: torch.LongTensor | None) -> dict[str, torch.LongTensor]:
         """Token counts when nothing is dropped."""
@@ -437,19 +402,10 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             "num_kept_audio_tokens": num_audio.clone(),
         }
 
-    @staticmethod
-    def _count_kept_tokens(selection: _Selection, batch_size: int) -> dict[str, torch.LongTensor]:
-        layout = selection.layout
-        return {
-            "num_video_tokens": torch.bincount(layout.video_sample, minlength=batch_size),
-            "num_kept_video_tokens": torch.bincount(layout.video_sample[selection.video_keep], minlength=batch_size),
-            "num_audio_tokens": torch.bincount(layout.audio_sample, minlength=batch_size),
-            "num_kept_audio_tokens": torch.bincount(layout.audio_sample[selection.audio_keep], minlength=batch_size),
-        }
-
     def _embed_multimodal(
         self,
         input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor | None,
         input_features: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
         pixel_values_videos: torch.Tensor | None,
@@ -460,22 +416,27 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None,
         **kwargs,
     ) -> tuple[torch.Tensor, dict[str, BaseModelOutputWithPooling]]:
-        """Token embeddings with the encoders' outputs scattered in: `(B, L, D)`.
+        """Token embeddings (`inputs_embeds` if given, as in the parent) with the encoders' outputs scattered in:
+        `(B, L, D)`, and the image/video encoder outputs.
 
-        Same stages, through the same public methods, as `Qwen2_5OmniThinkerModel.forward` (transformers 5.24) before
-        it calls its language model; `tests/test_modeling.py` checks that both hand the decoder identical inputs.
+        Copied from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni.Qwen2_5OmniThinkerModel.forward
+        (transformers 5.24.0), its stages 1-2 (embed, merge audio, image and video) before it computes positions and
+        calls its language model, which OmniSIFT must not run on the full sequence. The image and video branches are
+        folded into one loop. `tests/test_modeling.py` fails when that source changes and checks that both hand the
+        decoder identical inputs.
         """
         if (pixel_values is not None or pixel_values_videos is not None) and mm_encoder_outputs is not None:
             raise ValueError(
                 "You cannot specify both pixel_values/pixel_values_videos and mm_encoder_outputs at the same time"
             )
-        inputs_embeds = self.get_input_embeddings()(input_ids)
-        image_mask, video_mask, audio_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
         if input_features is not None:
             audio_embeds = self.model.get_audio_features(
                 input_features, feature_attention_mask, audio_feature_lengths, return_dict=True, **kwargs
             ).last_hidden_state
             audio_embeds = audio_embeds.to(inputs_embeds.device, inputs_embeds.dtype)
+            _, _, audio_mask = self.model.get_placeholder_mask(input_ids, inputs_embeds=inputs_embeds)
             inputs_embeds = inputs_embeds.masked_scatter(audio_mask, audio_embeds)
 
         mm_encoder_outputs = dict(mm_encoder_outputs or {})
@@ -497,127 +458,17 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             inputs_embeds = inputs_embeds.masked_scatter(masks[0] if modality == "image" else masks[1], embeds)
         return inputs_embeds, mm_encoder_outputs
 
-    def _select_tokens(
-        self,
-        input_ids: torch.LongTensor,
-        inputs_embeds: torch.Tensor,
-        attention_mask: torch.Tensor,
-        temporal_ids: torch.LongTensor,
-        ratios: KeepRatios,
-    ) -> _Selection:
-        """Run STVP and VGAS on one batch.
-
-        Args:
-            input_ids (`torch.LongTensor` of shape `(B, L)`), inputs_embeds (`torch.Tensor` of shape `(B, L, D)`),
-            attention_mask (`torch.Tensor` of shape `(B, L)`), temporal_ids (`torch.LongTensor` of shape `(B, L)`):
-                the merged sequence and its temporal M-RoPE ids.
-            ratios ([`KeepRatios`]): the resolved ratios (not the identity).
-        """
-        batch_size, seq_len, hidden_size = inputs_embeds.shape
-        real = attention_mask.bool()
-        layout = media_layout(
-            (input_ids == self.config.video_token_id) & real,
-            (input_ids == self.config.audio_token_id) & real,
-            temporal_ids,
-        )
-        num_video = torch.bincount(layout.video_sample, minlength=batch_size)
-        prunable_audio = torch.bincount(layout.audio_sample[layout.window_of_audio >= 0], minlength=batch_size)
-        video_keep_ratio, audio_keep_ratio = derive_keep_ratios(ratios.keep, num_video, prunable_audio)
-        if ratios.video is not None:
-            video_keep_ratio = torch.full_like(video_keep_ratio, ratios.video)
-        if ratios.audio is not None:
-            audio_keep_ratio = torch.full_like(audio_keep_ratio, ratios.audio)
-
-        flat_embeds = inputs_embeds.reshape(batch_size * seq_len, hidden_size)
-        video_embeds = flat_embeds[layout.video_index]  # (Nv, D)
-        frame_sample = layout.pair_sample[layout.pair_of_frame]  # (F,)
-        video_keep = spatio_temporal_prune(
-            video_embeds,
-            layout.frame_of_video,
-            layout.frame_size,
-            layout.frame_is_second,
-            video_keep_ratio[frame_sample],
-        )
-
-        audio_keep = torch.ones_like(layout.audio_index, dtype=torch.bool)
-        audio_rows, gate = self._select_audio(flat_embeds, layout, video_keep, audio_keep_ratio, audio_keep)
-        if audio_rows is not None:
-            # Straight-through estimator: kept tokens are scaled by ~1 but carry the selector's gradient.
-            gated = flat_embeds[audio_rows] * gate.unsqueeze(-1).to(flat_embeds.dtype)
-            flat_embeds = flat_embeds.index_copy(0, audio_rows, gated)
-
-        keep = real.flatten().clone()
-        keep[layout.video_index] &= video_keep
-        keep[layout.audio_index] &= audio_keep
-        return _Selection(
-            inputs_embeds=flat_embeds.view(batch_size, seq_len, hidden_size),
-            keep=keep.view(batch_size, seq_len),
-            layout=layout,
-            video_keep=video_keep,
-            audio_keep=audio_keep,
-        )
-
-    def _select_audio(
-        self,
-        flat_embeds: torch.Tensor,
-        layout: MediaLayout,
-        video_keep: torch.Tensor,
-        audio_keep_ratio: torch.Tensor,
-        audio_keep: torch.Tensor,
-    ) -> tuple[torch.LongTensor | None, torch.Tensor | None]:
-        """VGAS over every active window at once; fills `audio_keep` `(Na,)` in place.
-
-        A window is active when it has kept video, at least two audio tokens and its sample drops audio. Returns the
-        flat rows of the scored audio tokens and their straight-through gates, or `(None, None)`.
-        """
-        num_pairs = layout.num_pairs
-        window = layout.window_of_audio  # (Na,)
-        has_window = window >= 0
-        video_pair = layout.pair_of_frame[layout.frame_of_video]  # (Nv,)
-        kept_video_per_pair = torch.bincount(video_pair[video_keep], minlength=num_pairs)
-        audio_per_pair = torch.bincount(window[has_window], minlength=num_pairs)
-        active = (kept_video_per_pair > 0) & (audio_per_pair > 1) & (audio_keep_ratio[layout.pair_sample] < 1)
-        active_pairs = torch.nonzero(active).squeeze(1)  # (W,)
-        if active_pairs.numel() == 0:
-            return None, None
-        renumber = torch.full((num_pairs,), -1, dtype=torch.long, device=active.device)
-        renumber[active_pairs] = torch.arange(active_pairs.shape[0], device=active.device)
-
-        scored_audio = torch.nonzero(has_window & active[window.clamp(min=0)]).squeeze(1)  # (n_a,) into audio
-        audio_window = renumber[window[scored_audio]]
-        guide_video = torch.nonzero(video_keep & active[video_pair]).squeeze(1)  # (n_v,) into video
-        video_window = renumber[video_pair[guide_video]]
-
-        audio_rows = layout.audio_index[scored_audio]
-        audio_window_size, audio_slot, audio_len = _pad_slots(audio_window, active_pairs.shape[0])
-        _, video_slot, video_len = _pad_slots(video_window, active_pairs.shape[0])
-        audio = _scatter_padded(flat_embeds[audio_rows], audio_window, audio_slot, active_pairs.shape[0], audio_len)
-        video = _scatter_padded(
-            flat_embeds[layout.video_index[guide_video]], video_window, video_slot, active_pairs.shape[0], video_len
-        )
-        video_padding = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)
-        video_padding[video_window, video_slot] = False
-        scores = self.compressor(audio, video, video_padding_mask=video_padding)  # (W, A)
-        scores = scores.to(flat_embeds.device)[audio_window, audio_slot]  # (n_a,); the selector may sit elsewhere
-
-        hard = top_audio_per_window(
-            scores, audio_window, audio_window_size, audio_keep_ratio[layout.pair_sample[active_pairs]]
-        )
-        audio_keep[scored_audio] = hard
-        gate = (hard.to(scores.dtype) - scores).detach() + scores
-        return audio_rows, gate
-
     # ------------------------------------------------------------------------------------------------------------------
     # Generation
     # ------------------------------------------------------------------------------------------------------------------
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # Overwritten -- after a compressed prefill the cache holds the shortened sequence: continue from its
         # attention mask and positions, not from the unpruned ones `generate` prepared.
-        if outputs.get("compressed_attention_mask") is not None and outputs.get("cache") is not None:
-            mask = outputs["compressed_attention_mask"]
+        if outputs.get("kept_attention_mask") is not None and outputs.get("cache") is not None:
+            mask = outputs["kept_attention_mask"]
             if model_kwargs.get("attention_mask") is not None or not bool(mask.all()):
                 model_kwargs["attention_mask"] = mask
-            model_kwargs["position_ids"] = outputs["compressed_position_ids"]
+            model_kwargs["position_ids"] = outputs["kept_position_ids"]
         return super()._update_model_kwargs_for_generation(
             outputs, model_kwargs, is_encoder_decoder=is_encoder_decoder, num_new_tokens=num_new_tokens
         )
@@ -627,35 +478,10 @@ def remote_code_auto_map() -> dict[str, str]:
     """The `auto_map` of a saved OmniSIFT directory: `AutoConfig` and every Auto class in `AUTO_MODEL_CLASSES`, each
     pointing at a class of the remote-code files saved next to the weights (`configuration_omnisift.py`,
     `modeling_omnisift.py`)."""
-    config_reference = f"{OmniSiftConfig.__module__.rsplit('.', 1)[-1]}.{OmniSiftConfig.__name__}"
-    model_class = OmniSiftForConditionalGeneration
-    model_reference = f"{model_class.__module__.rsplit('.', 1)[-1]}.{model_class.__name__}"
-    return {"AutoConfig": config_reference, **dict.fromkeys(AUTO_MODEL_CLASSES, model_reference)}
-
-
-# With an Auto class registered, `save_pretrained` / `push_to_hub` copy this module and the modules it imports
-# relatively (the remote-code bundle) next to the weights and write `auto_map` into config.json, so that the saved
-# directory loads with `trust_remote_code=True` where `omnisift_hf` is not installed.
-OmniSiftForConditionalGeneration.register_for_auto_class("AutoModel")
+    model_reference = class_reference(OmniSiftForConditionalGeneration)
+    return {"AutoConfig": class_reference(OmniSiftConfig), **dict.fromkeys(AUTO_MODEL_CLASSES, model_reference)}
 
 
 def _logits_slice(logits_to_keep: int | torch.Tensor):
     """The positions whose logits are computed: the last `logits_to_keep` (0: all) or the given indices."""
     return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-
-
-def _pad_slots(segment: torch.Tensor, num_segments: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """For elements grouped in contiguous, ordered segments: segment sizes `(S,)`, slot of each element inside its
-    segment `(N,)`, and the largest size."""
-    size = torch.bincount(segment, minlength=num_segments)
-    start = torch.cumsum(size, 0) - size
-    slot = torch.arange(segment.shape[0], device=segment.device) - start[segment]
-    return size, slot, int(size.max().item())
-
-
-def _scatter_padded(
-    values: torch.Tensor, segment: torch.Tensor, slot: torch.Tensor, num_segments: int, length: int
-) -> torch.Tensor:
-    """`(N, D)` values into a zero-padded `(S, length, D)` tensor at `(segment, slot)`."""
-    padded = values.new_zeros(num_segments, length, values.shape[-1])
-    return padded.index_put((segment, slot), values)

@@ -1,6 +1,6 @@
 """Convert a Qwen2.5-Omni or OmniSIFT checkpoint into one directory in this package's format.
 
-    python -m omnisift_hf.convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
+    python -m omnisift_hf.models.qwen2_5_omni.convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
     omnisift-convert Qwen/Qwen2.5-Omni-7B omnisift-untuned --selector selector.safetensors --keep-ratio 0.35
 
 SRC is a local directory or a Hub repository id holding
@@ -38,9 +38,12 @@ from transformers.core_model_loading import revert_weight_conversion
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
 from transformers.utils import logging
 
-from .bundle import write_remote_code
-from .configuration_omnisift import OmniSiftConfig, check_keep_ratio
-from .modeling_omnisift import OmniSiftAudioSelector, OmniSiftForConditionalGeneration, remote_code_auto_map
+from ...compression import check_keep_ratio
+from ...remote_code import write_remote_code
+from ...selector import OmniSiftAudioSelector
+from . import modeling_omnisift
+from .configuration_omnisift import OmniSiftConfig
+from .modeling_omnisift import OmniSiftForConditionalGeneration, remote_code_auto_map
 
 logger = logging.get_logger(__name__)
 
@@ -175,7 +178,7 @@ def convert(
     try:
         _write_weights(staging, plan, external_selector)
         config.save_pretrained(staging)
-        write_remote_code(staging)
+        write_remote_code(staging, modeling_omnisift.__file__)
         if processor is not None:
             processor.save_pretrained(staging)
         else:

@@ -1,51 +1,20 @@
 """OmniSIFT configuration: a Qwen2.5-Omni thinker configuration plus the compression knobs."""
 
-import math
+import os
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniThinkerConfig
-from transformers.utils import logging
 
-logger = logging.get_logger(__name__)
+from ...compression import check_keep_ratio
+from ...remote_code import class_reference, write_remote_code
 
-__all__ = ["OmniSiftConfig", "check_keep_ratio"]
+__all__ = ["OmniSiftConfig"]
 
 # `model_type`s whose config.json this class reads directly: the full Qwen2.5-Omni model (its `thinker_config`) and
 # the thinker alone, as `save_pretrained` of `Qwen2_5OmniThinkerForConditionalGeneration` writes it.
 _QWEN_OMNI_MODEL_TYPE = "qwen2_5_omni"
 _QWEN_OMNI_THINKER_MODEL_TYPE = "qwen2_5_omni_thinker"
-
-
-def check_keep_ratio(name: str, value: Any, allow_none: bool = True) -> float | None:
-    """Validate one keep ratio (the fraction of tokens kept, `1 - rho` in the paper's notation).
-
-    Args:
-        name (`str`): the argument or field name, repeated in the error message.
-        value: the value to check. An `int` `1` is accepted; `bool` is not a number here.
-        allow_none (`bool`): whether `None` ("not set") is a valid value.
-
-    Returns:
-        `float | None`: the value as a float, or `None`.
-
-    Raises:
-        `TypeError`: the value is not a real number.
-        `ValueError`: the value is NaN or outside `(0, 1]`.
-    """
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(
-            f"`{name}` must be a number in (0, 1] (the fraction of audio/video tokens to keep), "
-            f"got {value!r} of type {type(value).__name__}."
-        )
-    value = float(value)
-    if math.isnan(value) or not 0.0 < value <= 1.0:
-        raise ValueError(
-            f"`{name}` must be in (0, 1] (the fraction of audio/video tokens to keep; 1.0 turns compression off), "
-            f"got {value!r}."
-        )
-    return value
 
 
 @strict
@@ -125,6 +94,12 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
             config_dict.pop("architectures", None)
         return config_dict, kwargs
 
+    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
+        # Overwritten -- also write this file (with what it imports) next to config.json and record it in `auto_map`,
+        # so that the directory loads with `trust_remote_code=True` where omnisift_hf is not installed. transformers'
+        # own copying (`register_for_auto_class`) cannot follow this package's imports across folders.
+        self.auto_map = {**(getattr(self, "auto_map", None) or {}), "AutoConfig": class_reference(type(self))}
+        os.makedirs(save_directory, exist_ok=True)
+        write_remote_code(save_directory, __file__)
+        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
-# `save_pretrained` then copies this file next to config.json and records it in `auto_map` (remote code).
-OmniSiftConfig.register_for_auto_class("AutoConfig")

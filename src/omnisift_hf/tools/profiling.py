@@ -27,7 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from .configuration_omnisift import OmniSiftConfig
+from ..models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
 
 __all__ = [
     "FLOP_GROUPS",
@@ -212,7 +212,7 @@ def measure_clip_layouts(
     """Token layouts of `clip_segments(seconds, patches, text)` at each keep ratio, from forwards of the tiny random
     model on CPU (kept counts and selector shapes depend on the layout and the ratios only, not on values or widths).
     The selector's input shapes are read with a forward hook on `model.compressor`."""
-    from .tiny import tiny_inputs, tiny_model
+    from ..testing_utils import tiny_inputs, tiny_model
 
     model = tiny_model()
     inputs = tiny_inputs([clip_segments(seconds, patches, text)])
@@ -285,7 +285,7 @@ class MetaPrefillFlops:
     Example:
 
     ```python
-    >>> from omnisift_hf.profiling import MetaPrefillFlops, measure_clip_layouts, qwen2_5_omni_config
+    >>> from omnisift_hf.tools.profiling import MetaPrefillFlops, measure_clip_layouts, qwen2_5_omni_config
     >>> counter = MetaPrefillFlops(qwen2_5_omni_config("7B"))
     >>> full, compressed = (counter.count(layout) for layout in measure_clip_layouts(2, [1.0, 0.25]))
     >>> compressed["total"] < full["total"]
@@ -315,7 +315,7 @@ class MetaPrefillFlops:
             vision.depth = len(kinds)
             self._audio_layers = {0: audio.encoder_layers}
             audio.encoder_layers = 1
-        from .modeling_omnisift import OmniSiftForConditionalGeneration
+        from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
 
         with torch.device("meta"):
             self.model = OmniSiftForConditionalGeneration(counted).eval()

@@ -1,0 +1,776 @@
+"""AVQA: a synthetic audio-visual question-answering benchmark for measuring what token compression keeps.
+
+Every clip is a static grey background with silence plus steady low noise, and the answer depends on *brief* events:
+a coloured square visible for about one second and/or a beep of 0.3-0.5 s. Throwing away the wrong tokens loses the
+answer, so accuracy against retention measures whether a selector keeps the informative tokens.
+
+Clips (`clip_seconds` = 6 s by default) are 112 x 112 H.264 video at 10 fps with a lossless FLAC audio track (16 kHz) in
+Matroska (`.mkv`, so beep timings are exact: no AAC priming delay). Sample them with [`AVQA_VIDEO_SAMPLING`] (Qwen's
+2 fps policy, but `min_pixels = max_pixels = 112 * 112`): frames stay 112 x 112 = 4 x 4 merged tokens = **16 video
+tokens per temporal slice** (one slice = 2 sampled frames = ~1 s). With the default `VideoSampling` the processor
+upscales every frame to >= 128 tokens (8x the tokens and far slower training for no extra information).
+
+Task mix (one question per clip; every clip also has an event of the other modality as a distractor):
+
+| task     | clip                                                    | question                                   | answers            |
+|----------|---------------------------------------------------------|--------------------------------------------|--------------------|
+| `color`  | 1 square (~1 s), 1 beep of random pitch                 | What color was the square?                 | ` red` ` green` ` blue` ` yellow` |
+| `pitch`  | 1 beep, 1 square                                        | Which pitch was the beep, 1 (lowest) to 4? | `1` `2` `3` `4`    |
+| `count`  | 1-3 beeps (same pitch), 1 square                        | How many beeps did you hear?               | `1` `2` `3`        |
+| `order`  | 1 square and 1 beep at different times (>= 0.5 s apart) | Which came first, the beep or the square?  | ` beep` ` square`  |
+| `cross`  | 2 squares of different colours, 1 beep during one       | What color was on screen when the beep sounded? | the 4 colours |
+
+Beep pitches are 300 / 500 / 800 / 1300 Hz. Every answer is one token of `tiny_tokenizer()` (the answer strings carry
+their leading space where the single token has one: `" red"` is one token, `"red"` is two). Answers are drawn
+uniformly per task (`order`: the two events are placed at random times, so its answers are balanced only on average).
+`avqa_model()` builds a larger random model (text hidden 128, 4 layers, 2-layer encoders) to train on it.
+
+Events map to tokens through the processor's layout (`event_token_masks`): video token `k` of a sample is temporal
+slice `k // 16`, merged patch row `(k % 16) // 4`, column `k % 4` (28 x 28 pixels each); slice `s` is sampled frames
+`2s, 2s+1`, whose times come from the same sampling as `load_video`. A square token is a (slice, patch) where the
+square covers >= 1/4 of the patch in either frame. Audio token `j` covers `[0.04 j, 0.04 (j+1))` s (25 per second);
+a beep token overlaps a beep by >= 20 ms.
+
+Evaluation ([`evaluate_avqa`]) is teacher-forced: the prompt plus the answer is run once per condition and the logits
+at the answer position are compared over the task's candidate answer tokens (single-token answers make this a
+classification); `accuracy` is that, `top1` is the argmax over the whole vocabulary. Baselines are `token_selector`s
+([`baseline_selector`], the model's public selection hook): they run OmniSIFT's selection first and then choose *different*
+tokens with *the same counts* per frame (video) and per window (audio), so retention matches exactly:
+`random` (random video per frame, random audio per window), `uniform` (whole frames evenly spaced in time, the
+sample's kept-video count filled exactly, the last chosen frame partly with evenly spaced patches; audio evenly
+strided per window), `stvp_random_audio` (STVP's video, random audio per window) and the ablation `no_audio` (all
+video, no audio tokens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..compression import segment_rank
+from ..media import VideoSampling
+
+__all__ = [
+    "ANSWERS",
+    "AVQA_CHECKPOINT",
+    "AVQA_VIDEO_SAMPLING",
+    "BASELINES",
+    "COLORS",
+    "METHODS",
+    "PITCHES_HZ",
+    "QUESTIONS",
+    "SPLITS",
+    "TASKS",
+    "avqa_model",
+    "baseline_selector",
+    "evaluate_avqa",
+    "event_token_masks",
+    "generate_avqa",
+    "load_avqa_split",
+    "make_clip_spec",
+    "markdown_report",
+    "plot_avqa",
+    "write_clip",
+]
+
+TASKS = ("color", "pitch", "count", "order", "cross")
+SPLITS = ("train", "validation", "test")
+COLORS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (240, 220, 40)}
+PITCHES_HZ = (300.0, 500.0, 800.0, 1300.0)
+QUESTIONS = {
+    "color": "What color was the square?",
+    "pitch": "Which pitch was the beep, 1 (lowest) to 4 (highest)?",
+    "count": "How many beeps did you hear?",
+    "order": "Which came first, the beep or the square?",
+    "cross": "What color was on screen when the beep sounded?",
+}
+ANSWERS = {
+    "color": tuple(f" {c}" for c in COLORS),
+    "pitch": ("1", "2", "3", "4"),
+    "count": ("1", "2", "3"),
+    "order": (" beep", " square"),
+    "cross": tuple(f" {c}" for c in COLORS),
+}
+# 112 x 112 frames stay 112 x 112: 16 merged tokens per temporal slice (see the module docstring).
+AVQA_VIDEO_SAMPLING = VideoSampling(fps=2.0, min_pixels=112 * 112, max_pixels=112 * 112)
+BASELINES = ("random", "uniform", "stvp_random_audio")
+METHODS = ("omnisift", *BASELINES)
+
+# The embedded default: a small OmniSIFT model trained on AVQA (how: examples/avqa_default.sh), installed with
+# the package. `pipeline("omni-qa", model=str(AVQA_CHECKPOINT))`; its processor samples frames at 112 x 112.
+AVQA_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "avqa-tiny"
+
+SAMPLING_RATE = 16000
+AUDIO_TOKENS_PER_SECOND = 25
+_SPLIT_INDEX = {split: i for i, split in enumerate(SPLITS)}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Clip specifications
+# ----------------------------------------------------------------------------------------------------------------------
+def _place(rng, duration: float, lo: float, hi: float, taken: list[tuple[float, float]], gap: float) -> float:
+    """A start time in [lo, hi - duration] whose interval keeps `gap` seconds from every interval in `taken`."""
+    for _ in range(1000):
+        start = float(rng.uniform(lo, hi - duration))
+        if all(start + duration + gap <= s or start >= e + gap for s, e in taken):
+            return round(start, 3)
+    raise RuntimeError("AVQA: could not place an event; use longer clips")
+
+
+def _square(rng, color: str, start: float, duration: float, size: int, side: int) -> dict:
+    x, y = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    return {"color": color, "start": start, "end": round(start + duration, 3), "x": x, "y": y, "side": side}
+
+
+def make_clip_spec(task: str, rng: np.random.Generator, clip_seconds: float = 6.0, size: int = 112) -> dict:
+    """The events and the question/answer of one clip of `task` (pure function of `rng`).
+
+    Returns `{"task", "question", "answer", "squares": [{color, start, end, x, y, side}], "beeps": [{pitch, hz,
+    start, end}], "seconds", "size"}` (times in seconds, square position in pixels of the `size` x `size` frame).
+    """
+    if task not in TASKS:
+        raise ValueError(f"AVQA: unknown task {task!r}; choose from {TASKS}")
+    colors = list(COLORS)
+    lo, hi = 0.3, clip_seconds - 0.3
+    side = int(rng.integers(size // 4, size // 2 + 1))
+    squares, beeps, taken = [], [], []
+
+    def add_beep(pitch: int, start: float | None = None, gap: float = 0.3) -> None:
+        duration = round(float(rng.uniform(0.3, 0.5)), 3)
+        if start is None:
+            start = _place(rng, duration, lo, hi, taken, gap)
+        beeps.append({"pitch": pitch + 1, "hz": PITCHES_HZ[pitch], "start": start, "end": round(start + duration, 3)})
+        taken.append((start, start + duration))
+
+    def add_square(color: str, gap: float = 0.0, avoid: bool = False) -> dict:
+        duration = round(float(rng.uniform(0.9, 1.2)), 3)
+        start = _place(rng, duration, lo, hi, taken if avoid else [s[:2] for s in square_spans], gap)
+        square = _square(rng, color, start, duration, size, side)
+        squares.append(square)
+        square_spans.append((start, start + duration))
+        if avoid:
+            taken.append((start, start + duration))
+        return square
+
+    square_spans: list[tuple[float, float]] = []
+    if task == "color":
+        answer_color = colors[int(rng.integers(len(colors)))]
+        add_square(answer_color)
+        add_beep(int(rng.integers(len(PITCHES_HZ))))
+        answer = f" {answer_color}"
+    elif task == "pitch":
+        pitch = int(rng.integers(len(PITCHES_HZ)))
+        add_beep(pitch)
+        add_square(colors[int(rng.integers(len(colors)))])
+        answer = str(pitch + 1)
+    elif task == "count":
+        count = int(rng.integers(1, 4))
+        pitch = int(rng.integers(len(PITCHES_HZ)))
+        for _ in range(count):
+            add_beep(pitch, gap=0.4)
+        beeps.sort(key=lambda beep: beep["start"])
+        add_square(colors[int(rng.integers(len(colors)))])
+        answer = str(count)
+    elif task == "order":
+        beep_first = bool(rng.integers(2))
+        color = colors[int(rng.integers(len(colors)))]
+        if beep_first:
+            add_beep(int(rng.integers(len(PITCHES_HZ))))
+            add_square(color, gap=0.5, avoid=True)
+        else:
+            add_square(color, gap=0.5, avoid=True)
+            add_beep(int(rng.integers(len(PITCHES_HZ))), gap=0.5)
+        first_is_beep = beeps[0]["start"] < squares[0]["start"]
+        answer = " beep" if first_is_beep else " square"
+    else:  # cross
+        first, second = rng.choice(len(colors), size=2, replace=False)
+        add_square(colors[int(first)])
+        add_square(colors[int(second)], gap=0.5)
+        target = squares[int(rng.integers(2))]
+        duration = round(float(rng.uniform(0.3, 0.5)), 3)
+        start = round(float(rng.uniform(target["start"] + 0.1, target["end"] - 0.1 - duration)), 3)
+        add_beep(int(rng.integers(len(PITCHES_HZ))), start=start)
+        answer = f" {target['color']}"
+    return {
+        "task": task,
+        "question": QUESTIONS[task],
+        "answer": answer,
+        "squares": sorted(squares, key=lambda s: s["start"]),
+        "beeps": beeps,
+        "seconds": clip_seconds,
+        "size": size,
+    }
+
+
+def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise: float = 0.005) -> str:
+    """Write the clip of `spec` with PyAV: H.264 video (grey 128 background, the squares while visible; frame `i`
+    shows a square when `start <= i / fps < end`) and mono 16 kHz FLAC audio (lossless) (Gaussian noise of std `noise`, sine beeps
+    of amplitude 0.5 with 10 ms fades). Use a `.mkv` path."""
+    import av
+
+    from .synthetic import mux_audio, mux_video
+
+    size, seconds = spec["size"], spec["seconds"]
+    num_frames = round(seconds * fps)
+    samples = round(seconds * SAMPLING_RATE)
+    wave = (noise * rng.standard_normal(samples)).astype(np.float32)
+    for beep in spec["beeps"]:
+        start, end = round(beep["start"] * SAMPLING_RATE), round(beep["end"] * SAMPLING_RATE)
+        time = np.arange(end - start) / SAMPLING_RATE
+        envelope = np.minimum(1.0, np.minimum(time, time[::-1]) / 0.01)
+        wave[start:end] += (0.5 * envelope * np.sin(2 * math.pi * beep["hz"] * time)).astype(np.float32)
+    pcm = (np.clip(wave, -1, 1) * 32767).astype(np.int16)
+
+    # bitexact: no random Matroska UIDs or encoder version strings, so the same seed writes the same bytes.
+    with av.open(os.fspath(path), mode="w", options={"fflags": "+bitexact"}) as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.width = video.height = size
+        video.pix_fmt = "yuv420p"
+        video.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        video.codec_context.flags |= av.codec.context.Flags.bitexact
+        audio = container.add_stream("flac", rate=SAMPLING_RATE, layout="mono")
+
+        def frames():
+            for index in range(num_frames):
+                frame = np.full((size, size, 3), 128, dtype=np.uint8)
+                for square in spec["squares"]:
+                    if square["start"] <= index / fps < square["end"]:
+                        x, y, side = square["x"], square["y"], square["side"]
+                        frame[y : y + side, x : x + side] = COLORS[square["color"]]
+                yield frame
+
+        mux_video(container, video, frames())
+        mux_audio(container, audio, pcm)
+    return os.fspath(path)
+
+
+def _write_one(job: tuple) -> tuple[dict, dict]:
+    directory, seed, split, task, index, clip_seconds, size, fps = job
+    rng = np.random.default_rng([seed, _SPLIT_INDEX[split], TASKS.index(task), index])
+    spec = make_clip_spec(task, rng, clip_seconds, size)
+    clip_id = f"{split}-{task}-{index:05d}"
+    relative = f"clips/{split}/{clip_id}.mkv"
+    write_clip(Path(directory) / relative, spec, rng, fps=fps)
+    line = {"id": clip_id, "video": relative, "question": spec["question"], "answer": spec["answer"]}
+    return line, {"id": clip_id, "video": relative, "fps": fps, **spec}
+
+
+def generate_avqa(
+    directory,
+    counts: dict[str, int] | int = 200,
+    seed: int = 0,
+    tasks: Sequence[str] = TASKS,
+    clip_seconds: float = 6.0,
+    size: int = 112,
+    fps: int = 10,
+    num_workers: int = 1,
+) -> dict:
+    """Write an AVQA dataset into `directory`: `clips/<split>/<id>.mkv`, `<split>.jsonl` (the `OmniQADataset`
+    format: `video`, `question`, `answer`, `id`), `<split>.meta.jsonl` (the same ids with their events, for
+    evaluation) and `avqa.json` (the settings). Returns the settings.
+
+    counts: clips per task and split (`{"train": 2000, "validation": 100, "test": 500}`, or one int for all).
+    Each clip is drawn from `np.random.default_rng([seed, split, task, index])`: deterministic, independent of the
+    other counts and of `num_workers` (processes writing clips in parallel), and the splits never share a generator
+    (disjoint by construction).
+    """
+    directory = Path(directory)
+    if isinstance(counts, int):
+        counts = dict.fromkeys(SPLITS, counts)
+    unknown = set(counts) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"AVQA: unknown split(s) {sorted(unknown)}; use {SPLITS}")
+    if not isinstance(num_workers, int) or num_workers < 1:
+        raise ValueError(f"AVQA: num_workers={num_workers!r}; use an integer >= 1")
+    settings = {
+        "seed": seed,
+        "counts_per_task": dict(counts),
+        "tasks": list(tasks),
+        "clip_seconds": clip_seconds,
+        "size": size,
+        "fps": fps,
+        "answers": {task: list(ANSWERS[task]) for task in tasks},
+        "questions": {task: QUESTIONS[task] for task in tasks},
+        "video_sampling": dataclasses.asdict(AVQA_VIDEO_SAMPLING),
+    }
+    for split, count in counts.items():
+        (directory / "clips" / split).mkdir(parents=True, exist_ok=True)
+        jobs = [
+            (os.fspath(directory), seed, split, task, index, clip_seconds, size, fps)
+            for index in range(count)
+            for task in tasks
+        ]
+        if num_workers == 1:
+            written = [_write_one(job) for job in jobs]
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+                written = pool.map(_write_one, jobs, chunksize=16)
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line, _ in written))
+        (directory / f"{split}.meta.jsonl").write_text("".join(json.dumps(meta) + "\n" for _, meta in written))
+    (directory / "avqa.json").write_text(json.dumps(settings, indent=2) + "\n")
+    return settings
+
+
+def load_avqa_split(directory, split: str = "test", limit_per_task: int | None = None):
+    """The `OmniQADataset` of `<split>.jsonl` and its metadata records (same order), optionally the first
+    `limit_per_task` clips of each task."""
+    from ..training import OmniQADataset
+
+    directory = Path(directory)
+    dataset = OmniQADataset(directory / f"{split}.jsonl")
+    metas = [json.loads(line) for line in (directory / f"{split}.meta.jsonl").read_text().splitlines() if line]
+    if len(metas) != len(dataset):
+        raise ValueError(f"AVQA: {split}.jsonl and {split}.meta.jsonl differ in length")
+    examples = list(dataset)
+    if limit_per_task is not None:
+        seen: dict[str, int] = {}
+        chosen = []
+        for example, meta in zip(examples, metas, strict=True):
+            seen[meta["task"]] = seen.get(meta["task"], 0) + 1
+            if seen[meta["task"]] <= limit_per_task:
+                chosen.append((example, meta))
+        examples, metas = [c[0] for c in chosen], [c[1] for c in chosen]
+    return examples, metas
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# A trainable tiny model for AVQA
+# ----------------------------------------------------------------------------------------------------------------------
+def avqa_model(
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    vision_depth: int = 2,
+    audio_layers: int = 2,
+    encoder_size: int = 64,
+    seed: int = 0,
+):
+    """A randomly initialised OmniSIFT model for training on AVQA: the tiny vocabulary and processor layout of
+    `omnisift_hf.tiny`, with a larger decoder (the issue's recipe: text hidden 128-256, 4 layers, 2-layer audio
+    encoder). Pair it with `tiny_processor()`."""
+    from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_config, tiny_model
+
+    head_dim = hidden_size // num_heads
+    half = head_dim // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    config = tiny_config(
+        text_config={
+            "vocab_size": TINY_VOCAB_SIZE,
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": num_heads,
+            "num_key_value_heads": max(1, num_heads // 2),
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": [temporal, height, half - temporal - height],
+            },
+            "pad_token_id": TINY_TOKEN_IDS["pad"],
+            "eos_token_id": TINY_TOKEN_IDS["im_end"],
+        },
+        vision_config={
+            "depth": vision_depth,
+            "hidden_size": encoder_size,
+            "intermediate_size": 2 * encoder_size,
+            "num_heads": 2,
+            "out_hidden_size": hidden_size,
+            "fullatt_block_indexes": [vision_depth - 1],
+        },
+        audio_config={
+            "num_mel_bins": 128,
+            "encoder_layers": audio_layers,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 2 * encoder_size,
+            "d_model": encoder_size,
+            "output_dim": hidden_size,
+        },
+        selector_hidden_size=32,
+        selector_num_heads=2,
+        selector_mlp_size=16,
+    )
+    model = tiny_model(seed)  # for its generation config
+    from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
+
+    torch.manual_seed(seed)
+    trained = OmniSiftForConditionalGeneration(config).eval()
+    trained.generation_config = model.generation_config
+    return trained
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Events -> tokens
+# ----------------------------------------------------------------------------------------------------------------------
+def _sampled_frame_times(meta: dict, sampling: VideoSampling) -> list[float]:
+    from ..media import _sample_indices
+
+    total = round(meta["seconds"] * meta["fps"])
+    indices, _ = _sample_indices(total, float(meta["fps"]), sampling)
+    return [index / meta["fps"] for index in indices]
+
+
+def event_token_masks(
+    meta: dict, video_grid_thw: Sequence[int], num_audio_tokens: int, sampling: VideoSampling = AVQA_VIDEO_SAMPLING
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean masks over a clip's video tokens (in sequence order) and audio tokens: True where a square / a beep is.
+
+    video_grid_thw: the clip's `(t, h, w)` patch grid (processor output); tokens are `(t, h // 2, w // 2)` row-major.
+    """
+    grid_t, grid_h, grid_w = (int(v) for v in video_grid_thw)
+    rows, cols = grid_h // 2, grid_w // 2
+    scale_y, scale_x = meta["size"] / rows, meta["size"] / cols  # source pixels per merged token
+    times = _sampled_frame_times(meta, sampling)
+    video = np.zeros((grid_t, rows, cols), dtype=bool)
+    for slice_index in range(grid_t):
+        for frame_time in times[2 * slice_index : 2 * slice_index + 2]:
+            for square in meta["squares"]:
+                if not square["start"] <= frame_time + 1e-9 < square["end"]:
+                    continue
+                x0, y0, side = square["x"], square["y"], square["side"]
+                for r in range(rows):
+                    for c in range(cols):
+                        dy = max(0.0, min(y0 + side, (r + 1) * scale_y) - max(y0, r * scale_y))
+                        dx = max(0.0, min(x0 + side, (c + 1) * scale_x) - max(x0, c * scale_x))
+                        if dx * dy >= 0.25 * scale_x * scale_y:
+                            video[slice_index, r, c] = True
+    audio = np.zeros(num_audio_tokens, dtype=bool)
+    step = 1.0 / AUDIO_TOKENS_PER_SECOND
+    for beep in meta["beeps"]:
+        for j in range(num_audio_tokens):
+            if min(beep["end"], (j + 1) * step) - max(beep["start"], j * step) >= 0.02 - 1e-9:
+                audio[j] = True
+    return video.reshape(-1), audio
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Baselines: other token choices with OmniSIFT's counts
+# ----------------------------------------------------------------------------------------------------------------------
+def _random_within(segment: torch.Tensor, keep_count: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    scores = torch.rand(segment.shape[0], generator=generator).to(segment.device)
+    return segment_rank(scores, segment) < keep_count[segment]
+
+
+def _strided(n: int, k: int) -> list[int]:
+    return [math.floor((i + 0.5) * n / k) for i in range(k)] if k > 0 else []
+
+
+def _uniform_video(layout, video_keep: torch.Tensor) -> torch.Tensor:
+    keep = torch.zeros_like(video_keep)
+    frame_sample = layout.pair_sample[layout.pair_of_frame]
+    frame_start = torch.cumsum(layout.frame_size, 0) - layout.frame_size
+    kept_per_frame = torch.bincount(layout.frame_of_video[video_keep], minlength=layout.frame_size.shape[0])
+    for sample in frame_sample.unique().tolist():
+        frames = torch.nonzero(frame_sample == sample).squeeze(1).tolist()
+        total = int(kept_per_frame[frames].sum())
+        size = int(layout.frame_size[frames[0]])
+        full, rest = divmod(total, size)
+        chosen = [frames[i] for i in _strided(len(frames), full + (rest > 0))]
+        for position, frame in enumerate(chosen):
+            start, frame_size = int(frame_start[frame]), int(layout.frame_size[frame])
+            take = range(frame_size) if (position < full or rest == 0) else _strided(frame_size, rest)
+            for offset in take:
+                keep[start + offset] = True
+    return keep
+
+
+def _uniform_audio(layout, audio_keep: torch.Tensor) -> torch.Tensor:
+    keep = audio_keep.clone()
+    window = layout.window_of_audio
+    for w in window[window >= 0].unique().tolist():
+        members = torch.nonzero(window == w).squeeze(1)
+        count = int(audio_keep[members].sum())
+        keep[members] = False
+        keep[members[_strided(members.shape[0], count)]] = True
+    return keep
+
+
+def _rechoose(method: str, layout, video_keep, audio_keep, generator):
+    windowed = layout.window_of_audio >= 0
+    window = layout.window_of_audio.clamp(min=0)
+    num_windows = layout.num_pairs
+    audio_counts = torch.bincount(window[audio_keep & windowed], minlength=num_windows)
+
+    def random_audio():
+        chosen = _random_within(window, audio_counts, generator)
+        return torch.where(windowed, chosen, audio_keep)
+
+    if method == "random":
+        video_counts = torch.bincount(layout.frame_of_video[video_keep], minlength=layout.frame_size.shape[0])
+        return _random_within(layout.frame_of_video, video_counts, generator), random_audio()
+    if method == "uniform":
+        return _uniform_video(layout, video_keep), _uniform_audio(layout, audio_keep)
+    if method == "stvp_random_audio":
+        return video_keep, random_audio()
+    if method == "no_audio":
+        return torch.ones_like(video_keep), audio_keep & ~windowed
+    raise ValueError(f"AVQA: unknown method {method!r}; choose from {(*METHODS, 'no_audio')}")
+
+
+def baseline_selector(model, method: str = "omnisift", seed: int = 0):
+    """The `token_selector` (argument of the model's `forward` / `generate`) that selects tokens with `method`:
+    `None` for `"omnisift"` (the model's own selection), a baseline of `BASELINES`, or `"no_audio"` (all video, no
+    audio; call the model with `video_keep_ratio=1.0, audio_keep_ratio=0.5` so that selection runs). Baselines keep
+    OmniSIFT's token counts per frame and per audio window (see the module docstring)."""
+    if method == "omnisift":
+        return None
+    if method not in (*BASELINES, "no_audio"):
+        raise ValueError(f"AVQA: unknown method {method!r}; choose from {(*METHODS, 'no_audio')}")
+    generator = torch.Generator().manual_seed(seed)
+
+    def select(*args, **kwargs):
+        selection = model.select_tokens(*args, **kwargs)
+        video_keep, audio_keep = _rechoose(method, selection.layout, selection.video_keep, selection.audio_keep, generator)
+        # No gate: the selector's gate zeroes the tokens it dropped, which a baseline may keep.
+        return dataclasses.replace(selection, video_keep=video_keep, audio_keep=audio_keep, audio_gate=None)
+
+    return select
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+def _conditions(keep_ratios: Sequence[float], methods: Sequence[str], no_audio: bool) -> list[tuple[str, float, dict]]:
+    conditions = []
+    for keep in keep_ratios:
+        for method in methods:
+            if keep == 1.0 and method != "omnisift":
+                continue  # nothing dropped: every method is the full model
+            conditions.append((method, keep, {"keep_ratio": keep}))
+    if no_audio:
+        conditions.append(("no_audio", 1.0, {"video_keep_ratio": 1.0, "audio_keep_ratio": 0.5}))
+    return conditions
+
+
+def _condition_name(method: str, keep: float) -> str:
+    return "no_audio" if method == "no_audio" else f"{method}@{keep:g}"
+
+
+@torch.no_grad()
+def evaluate_avqa(
+    model,
+    processor,
+    examples,
+    metas,
+    keep_ratios: Sequence[float] = (1.0, 0.5, 0.35, 0.25, 0.15),
+    methods: Sequence[str] = METHODS,
+    no_audio: bool = True,
+    batch_size: int = 8,
+    seed: int = 0,
+    sampling: VideoSampling = AVQA_VIDEO_SAMPLING,
+    bootstrap: int = 2000,
+    progress: bool = False,
+) -> dict:
+    """Teacher-forced accuracy of `model` on AVQA `examples` (with their `metas`, see [`load_avqa_split`]) for every
+    method x keep ratio, with achieved retention, event-token recall and paired bootstrap 95% intervals of OmniSIFT
+    minus each baseline. Returns a JSON-serialisable report (see [`markdown_report`])."""
+    from ..processing_omnisift import to_model_inputs
+    from ..training import OmniQADataCollator
+
+    collator = OmniQADataCollator(processor, video_sampling=sampling)
+    tokenizer = processor.tokenizer
+    video_id, audio_id = model.config.video_token_id, model.config.audio_token_id
+    conditions = _conditions(keep_ratios, methods, no_audio)
+    per_clip = {_condition_name(m, k): [] for m, k, _ in conditions}
+    model.eval()
+    for start in range(0, len(examples), batch_size):
+        batch_examples, batch_metas = examples[start : start + batch_size], metas[start : start + batch_size]
+        batch = collator(batch_examples)
+        labels = batch.pop("labels")
+        answer_pos = (labels != -100).float().argmax(1)  # first answer token
+        answer_ids = labels.gather(1, answer_pos[:, None]).squeeze(1)
+        candidates = [
+            [tokenizer.convert_tokens_to_ids(tokenizer.tokenize(a)) for a in ANSWERS[m["task"]]] for m in batch_metas
+        ]
+        real = batch["attention_mask"].bool()
+        video_positions = [
+            torch.nonzero((batch["input_ids"][b] == video_id) & real[b]).squeeze(1) for b in range(len(batch_metas))
+        ]
+        audio_positions = [
+            torch.nonzero((batch["input_ids"][b] == audio_id) & real[b]).squeeze(1) for b in range(len(batch_metas))
+        ]
+        events = [
+            event_token_masks(meta, batch["video_grid_thw"][b].tolist(), audio_positions[b].shape[0], sampling)
+            for b, meta in enumerate(batch_metas)
+        ]
+        for b, (video_mask, _) in enumerate(events):
+            if video_mask.shape[0] != video_positions[b].shape[0]:
+                raise RuntimeError(f"AVQA: {batch_metas[b]['id']}: video tokens do not match the grid")
+        # The video encoder runs once per batch; every condition reuses its output (audio is re-encoded: cheap).
+        inputs = to_model_inputs({key: value for key, value in batch.items() if key != "pixel_values_videos"}, model)
+        inputs["mm_encoder_outputs"] = {
+            "video": model.model.get_video_features(
+                batch["pixel_values_videos"].to(model.device, model.dtype), inputs["video_grid_thw"], return_dict=True
+            )
+        }
+        for method, keep, kwargs in conditions:
+            output = model(**inputs, **kwargs, token_selector=baseline_selector(model, method, seed=seed + start))
+            logits = output.logits.float().cpu()
+            kept_token_index = None if output.kept_token_index is None else output.kept_token_index.cpu()
+            kept_masks = None if kept_token_index is None else output.kept_attention_mask.cpu().bool()
+            for b, meta in enumerate(batch_metas):
+                if kept_token_index is None:
+                    kept = real[b].clone()
+                    row = int(answer_pos[b]) - 1
+                else:
+                    kept_mask = kept_masks[b]
+                    kept_index = kept_token_index[b][kept_mask]
+                    kept = torch.zeros_like(real[b])
+                    kept[kept_index] = True
+                    offset = int((~kept_mask).sum())
+                    row = offset + int(torch.nonzero(kept_index == answer_pos[b]).item()) - 1
+                scores = logits[b, row].float()
+                cand = [ids[0] for ids in candidates[b]]
+                predicted = cand[int(scores[cand].argmax())]
+                video_mask, audio_mask = events[b]
+                video_kept = kept[video_positions[b]].numpy()
+                audio_kept = kept[audio_positions[b]].numpy()
+                per_clip[_condition_name(method, keep)].append(
+                    {
+                        "id": meta["id"],
+                        "task": meta["task"],
+                        "correct": int(predicted == int(answer_ids[b])),
+                        "top1": int(int(scores.argmax()) == int(answer_ids[b])),
+                        "video_tokens": int(video_kept.shape[0]),
+                        "kept_video": int(video_kept.sum()),
+                        "audio_tokens": int(audio_kept.shape[0]),
+                        "kept_audio": int(audio_kept.sum()),
+                        "square_tokens": int(video_mask.sum()),
+                        "kept_square": int((video_kept & video_mask).sum()),
+                        "beep_tokens": int(audio_mask.sum()),
+                        "kept_beep": int((audio_kept & audio_mask).sum()),
+                    }
+                )
+        if progress:
+            print(f"AVQA: {min(start + batch_size, len(examples))}/{len(examples)} clips", flush=True)
+    return _summarise(per_clip, conditions, bootstrap, seed)
+
+
+def _summarise(per_clip: dict, conditions, bootstrap: int, seed: int) -> dict:
+    tasks = sorted({row["task"] for rows in per_clip.values() for row in rows}, key=TASKS.index)
+    summary = {}
+    for method, keep, _ in conditions:
+        name = _condition_name(method, keep)
+        rows = per_clip[name]
+
+        def total(key, subset=rows):
+            return sum(row[key] for row in subset)
+
+        media = total("video_tokens") + total("audio_tokens")
+        summary[name] = {
+            "method": method,
+            "keep_ratio": keep,
+            "retention": (total("kept_video") + total("kept_audio")) / max(media, 1),
+            "video_retention": total("kept_video") / max(total("video_tokens"), 1),
+            "audio_retention": total("kept_audio") / max(total("audio_tokens"), 1),
+            "square_recall": total("kept_square") / max(total("square_tokens"), 1),
+            "beep_recall": total("kept_beep") / max(total("beep_tokens"), 1),
+            "accuracy": float(np.mean([row["correct"] for row in rows])),
+            "top1": float(np.mean([row["top1"] for row in rows])),
+            "tasks": {
+                task: {
+                    "n": len(subset),
+                    "accuracy": float(np.mean([row["correct"] for row in subset])),
+                    "top1": float(np.mean([row["top1"] for row in subset])),
+                }
+                for task in tasks
+                for subset in [[row for row in rows if row["task"] == task]]
+            },
+        }
+    rng = np.random.default_rng(seed)
+    paired = {}
+    for name, entry in summary.items():
+        if entry["method"] not in BASELINES:
+            continue
+        reference = per_clip[_condition_name("omnisift", entry["keep_ratio"])]
+        ours = per_clip[name]
+        result = {}
+        for task in [None, *tasks]:
+            a = np.array([r["correct"] for r in reference if task is None or r["task"] == task], dtype=float)
+            b = np.array([r["correct"] for r in ours if task is None or r["task"] == task], dtype=float)
+            diff = a - b
+            draws = rng.integers(0, len(diff), size=(bootstrap, len(diff)))
+            means = diff[draws].mean(1)
+            result[task or "all"] = {
+                "difference": float(diff.mean()),
+                "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+                "omnisift_only": int(((a == 1) & (b == 0)).sum()),
+                "baseline_only": int(((a == 0) & (b == 1)).sum()),
+            }
+        paired[f"omnisift-{name}"] = result
+    return {"tasks": tasks, "conditions": summary, "paired": paired, "per_clip": per_clip}
+
+
+def markdown_report(report: dict) -> str:
+    """Markdown tables of a report of [`evaluate_avqa`]: accuracy per task with retention and event recall, then the
+    paired differences."""
+    tasks = report["tasks"]
+    lines = [
+        "| method | keep | retention (video / audio) | square recall | beep recall | all | "
+        + " | ".join(tasks)
+        + " |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks),
+    ]
+    for entry in report["conditions"].values():
+        keep = "-" if entry["method"] == "no_audio" else f"{entry['keep_ratio']:g}"
+        lines.append(
+            f"| {entry['method']} | {keep} | {entry['retention']:.3f} ({entry['video_retention']:.3f} / "
+            f"{entry['audio_retention']:.3f}) | {entry['square_recall']:.2f} | {entry['beep_recall']:.2f} | "
+            f"{entry['accuracy']:.3f} | " + " | ".join(f"{entry['tasks'][t]['accuracy']:.3f}" for t in tasks) + " |"
+        )
+    n = {t: next(iter(report["conditions"].values()))["tasks"][t]["n"] for t in tasks}
+    lines += ["", f"Clips per task: {', '.join(f'{t} {n[t]}' for t in tasks)}.", ""]
+    lines += [
+        "| OmniSIFT minus | all | " + " | ".join(tasks) + " |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for name, result in report["paired"].items():
+        cells = [
+            f"{result[t]['difference']:+.3f} [{result[t]['ci95'][0]:+.3f}, {result[t]['ci95'][1]:+.3f}]"
+            for t in ["all", *tasks]
+        ]
+        lines.append(f"| {name.removeprefix('omnisift-')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_avqa(report: dict):
+    """A Pillow chart of overall accuracy against achieved retention, one line per method (`PIL.Image`)."""
+    from PIL import Image, ImageDraw
+
+    from .visualization import _panel
+
+    series = {}
+    for entry in report["conditions"].values():
+        if entry["method"] == "no_audio":
+            continue
+        series.setdefault(entry["method"], []).append((entry["retention"], entry["accuracy"]))
+    full = next(
+        (e["accuracy"] for e in report["conditions"].values() if e["method"] == "omnisift" and e["keep_ratio"] == 1.0),
+        None,
+    )
+    lines = []
+    for method, points in series.items():
+        if method != "omnisift" and full is not None:
+            points = [*points, (1.0, full)]
+        lines.append((method, sorted(points)))
+    lines.sort(key=lambda line: line[0] == "omnisift")  # OmniSIFT drawn last, on top of lines it coincides with
+    image = Image.new("RGB", (576, 456), (255, 255, 255))
+    _panel(
+        ImageDraw.Draw(image),
+        (8, 8),
+        "AVQA accuracy vs retention",
+        lines,
+        "accuracy",
+        x_label="retention (kept share)",
+    )
+    return image

@@ -1,0 +1,889 @@
+"""Benchmark OmniSIFT against the full model: FLOPs at real sizes, latency and memory, batched generation.
+
+    python -m omnisift_hf.benchmark                          # every section, markdown tables on stdout
+    python -m omnisift_hf.benchmark --json results.json      # also the raw numbers
+    python -m omnisift_hf.benchmark --quick                  # a smoke run: tiny model, one short clip, 1 repeat
+    python -m omnisift_hf.benchmark --sections flops         # one section (flops, prefill, generate, batch)
+
+Sections (all keep ratios of one section are measured side by side in the same run):
+
+- `flops`: FLOPs of one prefill of the real Qwen2.5-Omni-7B and -3B thinkers, counted on the meta device (no weights;
+  see `omnisift_hf.profiling.MetaPrefillFlops` for what is counted how), split into vision encoder, audio encoder,
+  compression (the selector; STVP has no matrix product), decoder and lm_head, for 2 fps clips with audio at the
+  processor's default resolution (24 x 24 patches per temporal slice of 2 frames -> 144 LLM tokens per second of
+  video, 25 audio tokens per second). Deterministic: no timing.
+- `prefill`: the mid-size random config (text hidden 1024, 8 layers, 16 / 4 heads, intermediate 2816; vision depth 2,
+  hidden 128; audio 2 layers, d_model 128; tiny vocabulary) on a 20 s clip: FLOPs of a real forward, median prefill
+  time, the compression step's time (the model's `select_tokens` is wrapped from here, never timed inside the
+  model) and peak memory.
+- `generate`: the same model and clip through `generate()`: time to first token (a streamer records when each token
+  reaches the host), total time, tokens/s and peak memory. Every run generates exactly `--max-new-tokens` tokens.
+- `batch`: padded-batch throughput of `generate()` at each batch size against the same samples one by one (batch
+  size 1); the samples are clips of different lengths, so padding is real.
+
+The last table checks issue #8's targets at keep ratio 0.25 against 1.0 (prefill time <= 0.35x, compression step <= 1%
+of the full prefill, batch 4 >= 2x one by one). `--dtype auto` (the default) is bfloat16 on CUDA and float32 on CPU.
+
+Times are medians over `--repeats` runs after `--warmup` runs. CPU times use `time.perf_counter`; CUDA times use
+CUDA events. Peak memory is measured in a separate run (never in a timed one): on CUDA,
+`torch.cuda.max_memory_allocated()` minus the bytes allocated before the call (tensors only; not the CUDA context nor
+cached free blocks); on CPU, the process's peak resident set size (RSS) during the call minus its RSS before the call,
+sampled every millisecond by a background thread (psutil, or /proc/self/statm), for the first call of a fresh process
+per keep ratio (the allocator keeps freed memory resident, so a second call in the same process would mostly reuse
+it). The CPU figure includes one-time allocations of a first call and can miss a peak shorter than a millisecond.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import torch
+from tqdm.auto import tqdm
+from transformers.generation.streamers import BaseStreamer
+
+from ..processing_omnisift import to_model_inputs
+from .profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, measure_clip_layouts, qwen2_5_omni_config
+from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_inputs, tiny_model
+
+__all__ = [
+    "MID_SIZE",
+    "SECTIONS",
+    "PeakMemory",
+    "Stopwatch",
+    "TokenClock",
+    "format_markdown",
+    "main",
+    "run",
+    "targets",
+]
+
+SECTIONS = ("flops", "prefill", "generate", "batch")
+
+# The mid-size random config of the compression issue, on the tiny vocabulary of `omnisift_hf.tiny`.
+MID_SIZE = {
+    "text_config": {
+        "vocab_size": TINY_VOCAB_SIZE,
+        "hidden_size": 1024,
+        "intermediate_size": 2816,
+        "num_hidden_layers": 8,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 4,
+        "max_position_embeddings": 32768,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
+        "pad_token_id": TINY_TOKEN_IDS["pad"],
+        "eos_token_id": TINY_TOKEN_IDS["im_end"],
+    },
+    "vision_config": {
+        "depth": 2,
+        "hidden_size": 128,
+        "intermediate_size": 256,
+        "num_heads": 2,
+        "out_hidden_size": 1024,
+        "fullatt_block_indexes": [1],
+    },
+    "audio_config": {
+        "num_mel_bins": 128,
+        "encoder_layers": 2,
+        "encoder_attention_heads": 2,
+        "encoder_ffn_dim": 256,
+        "d_model": 128,
+        "output_dim": 1024,
+    },
+    "selector_hidden_size": 512,
+    "selector_num_heads": 8,
+    "selector_mlp_size": 256,
+}
+
+# What `--quick` changes: the tiny model, a 4 s clip of 8 x 8 patches per frame, one repeat, few tokens, 7B FLOPs
+# for that clip only, one torch thread (a smoke run then stays fast on a busy machine; its timings mean nothing).
+QUICK = {
+    "threads": 1,
+    "seconds": 4,
+    "patches": [8, 8],
+    "repeats": 1,
+    "warmup": 1,
+    "max_new_tokens": 4,
+    "batch_sizes": [1, 4],
+    "batch_seconds": [2, 3, 4, 5],
+    "flops_models": ["7B"],
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Probes: time, memory, tokens
+# ----------------------------------------------------------------------------------------------------------------------
+class Stopwatch:
+    """Wall time of a block in seconds (`seconds`): CUDA events on CUDA, `perf_counter` elsewhere. On CUDA nothing
+    synchronises until `seconds` is read, so a stopwatch inside a timed region adds no synchronisation."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self._seconds: float | None = None
+
+    def __enter__(self) -> "Stopwatch":
+        if self.cuda:
+            self._start, self._end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self._start.record()
+        else:
+            self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.cuda:
+            self._end.record()
+        else:
+            self._seconds = time.perf_counter() - self._start
+
+    @property
+    def seconds(self) -> float:
+        if self._seconds is None and self.cuda:
+            self._end.synchronize()
+            self._seconds = self._start.elapsed_time(self._end) / 1000
+        return self._seconds
+
+
+def _resident_bytes() -> Callable[[], int] | None:
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        process = psutil.Process()
+        return lambda: process.memory_info().rss
+    if os.path.exists("/proc/self/statm"):
+        page = os.sysconf("SC_PAGE_SIZE")
+
+        def from_proc() -> int:
+            with open("/proc/self/statm") as handle:
+                return int(handle.read().split()[1]) * page
+
+        return from_proc
+    return None
+
+
+class PeakMemory:
+    """Peak memory of a block above what was in use before it, in bytes (`peak_bytes`; `None` where it cannot be
+    measured). CUDA: `torch.cuda.max_memory_allocated` minus `memory_allocated` before (tensors only). CPU: peak minus
+    initial resident set size of the process, sampled every `interval` seconds by a background thread."""
+
+    def __init__(self, device: torch.device, interval: float = 0.001):
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_bytes: int | None = None
+        self.method = "unavailable"
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+            self.method = "torch.cuda.max_memory_allocated - memory_allocated before"
+            return self
+        self._read = _resident_bytes() if self.device.type == "cpu" else None
+        if self._read is None:
+            return self
+        self.method = "peak process RSS - RSS before (sampled every %g ms)" % (self.interval * 1000)
+        self._before = self._peak = self._read()
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.wait(self.interval):
+                self._peak = max(self._peak, self._read())
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._before
+        elif self._read is not None:
+            self._stop.set()
+            self._thread.join()
+            self.peak_bytes = max(self._peak, self._read()) - self._before
+
+
+# On CPU the allocator keeps freed memory resident, so the RSS growth of a second call in the same process says little
+# (a call after a bigger one grows by ~0). Each CPU memory figure therefore comes from a fresh process.
+FRESH_PROCESS_METHOD = "peak process RSS - RSS before, first call in a fresh process (sampled every 1 ms)"
+
+
+def fresh_process_memory_probe(args: argparse.Namespace) -> Callable[[str, float], int | None]:
+    """`probe(section, keep_ratio)`: peak memory of one prefill (`"prefill"`) or `generate()` (`"generate"`) of the
+    benchmark's model and clip at `keep_ratio`, measured by `PeakMemory` around the first call of a new Python process
+    (`--memory-probe`)."""
+
+    def probe(section: str, keep_ratio: float) -> int | None:
+        command = [
+            sys.executable,
+            "-m",
+            "omnisift_hf.benchmark",
+            "--memory-probe",
+            section,
+            "--keep-ratios",
+            str(keep_ratio),
+            "--seconds",
+            str(args.seconds),
+            "--patches",
+            *map(str, args.patches),
+            "--dtype",
+            args.dtype,
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+            "--no-progress",
+        ]
+        command += ["--quick"] if args.quick else []
+        command += ["--threads", str(args.threads)] if args.threads else []
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"memory probe failed ({' '.join(command)}):\n{result.stderr[-2000:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])["peak_memory_bytes"]
+
+    return probe
+
+
+def _forced_generation(max_new_tokens: int) -> dict:
+    """`generate()` options of every timed run: greedy, exactly `max_new_tokens` new tokens."""
+    return {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "do_sample": False}
+
+
+def peak_memory(
+    model,
+    inputs: dict,
+    section: str,
+    keep_ratio: float,
+    max_new_tokens: int,
+    memory_probe: Callable[[str, float], int | None] | None = None,
+) -> tuple[int | None, str]:
+    """Peak memory (bytes) of one prefill (`section="prefill"`) or `generate()` (`"generate"`) at `keep_ratio`, and
+    how it was measured: by `memory_probe` (a fresh process, on CPU) when given, else by `PeakMemory` in process."""
+    if memory_probe is not None:
+        return memory_probe(section, keep_ratio), FRESH_PROCESS_METHOD
+    with torch.no_grad(), PeakMemory(model.device) as memory:
+        if section == "prefill":
+            model(**inputs, keep_ratio=keep_ratio)
+        else:
+            model.generate(**inputs, keep_ratio=keep_ratio, **_forced_generation(max_new_tokens))
+    return memory.peak_bytes, memory.method
+
+
+def _memory_probe_main(args: argparse.Namespace, model, inputs: dict) -> None:
+    """The child side of `fresh_process_memory_probe`: one call, measured, printed as JSON."""
+    peak_bytes, _ = peak_memory(model, inputs, args.memory_probe, args.keep_ratios[0], args.max_new_tokens)
+    print(json.dumps({"peak_memory_bytes": peak_bytes}))
+
+
+class TokenClock(BaseStreamer):
+    """A `generate()` streamer that records when each new token reaches the host (`perf_counter` seconds after
+    `start()`). `generate` first hands it the prompt, which is not a new token. On CPU and CUDA the streamer receives
+    each token as soon as it is sampled; on MPS `generate` streams one step late."""
+
+    def __init__(self):
+        self.times: list[float] = []
+        self._prompt_seen = False
+        self._start = time.perf_counter()
+
+    def start(self) -> None:
+        self.times.clear()
+        self._prompt_seen = False
+        self._start = time.perf_counter()
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:
+            self._prompt_seen = True
+            return
+        self.times.append(time.perf_counter() - self._start)
+
+    def end(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Helpers
+# ----------------------------------------------------------------------------------------------------------------------
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(samples: list[list[tuple]], model, seed: int = 0) -> dict:
+    return to_model_inputs(tiny_inputs(samples, seed=seed), model)
+
+
+def _progress(total: int, description: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, desc=description, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _ratio(value, base) -> float | None:
+    return value / base if value is not None and base else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------------------------------------------------
+def flops_section(
+    models: list[str],
+    seconds: list[int],
+    keep_ratios: list[float],
+    patches: tuple[int, int] = (24, 24),
+    progress: bool = True,
+) -> dict:
+    """Prefill FLOPs of the real Qwen2.5-Omni thinkers on the meta device (see `MetaPrefillFlops`)."""
+    bar = _progress(len(seconds) * len(keep_ratios) * (1 + len(models)), "FLOPs (meta device)", progress)
+    layouts = {}
+    for clip in seconds:
+        for layout in measure_clip_layouts(clip, keep_ratios, patches=tuple(patches)):
+            layouts[clip, layout.keep_ratio] = layout
+            bar.update()
+    rows = []
+    for name in models:
+        counter = MetaPrefillFlops(qwen2_5_omni_config(name))
+        for clip in seconds:
+            clip_rows = []
+            for keep_ratio in keep_ratios:
+                layout = layouts[clip, keep_ratio]
+                flops = counter.count(layout)
+                clip_rows.append(
+                    {
+                        "model": f"Qwen2.5-Omni-{name}",
+                        "seconds": clip,
+                        "keep_ratio": keep_ratio,
+                        "layout": layout.to_dict(),
+                        "flops": flops,
+                        "total_flops": flops["total"],
+                        "decoder_share": (flops["decoder"] + flops["lm_head"]) / flops["total"],
+                    }
+                )
+                bar.update()
+            _relative(clip_rows, ("total_flops",))
+            rows += clip_rows
+    bar.close()
+    return {
+        "method": (
+            "torch.utils.flop_counter.FlopCounterMode on the meta device, stage by stage (matrix products only, "
+            "attention dense); token counts and selector shapes from a CPU run of the tiny model on the same layout"
+        ),
+        "clip": (
+            f"2 fps, {patches[0]} x {patches[1]} patches per temporal slice ({patches[0] * patches[1] // 4} video "
+            "tokens/s), 25 audio tokens/s, 16 + 24 text tokens"
+        ),
+        "rows": rows,
+    }
+
+
+def time_prefill(model, inputs: dict, keep_ratio: float, repeats: int, warmup: int = 1, bar=None) -> dict:
+    """Median prefill and compression-step times in seconds (warm-up runs excluded). The compression step is timed
+    by wrapping the model's `select_tokens` in a `token_selector` (CUDA events on CUDA, so no extra
+    synchronisation)."""
+    device = model.device
+    compression: list[Stopwatch] = []
+
+    def timed_select(*args, **kwargs):
+        with Stopwatch(device) as watch:
+            selection = model.select_tokens(*args, **kwargs)
+        compression.append(watch)
+        return selection
+
+    prefill = []
+    for step in range(warmup + repeats):
+        compression_before = len(compression)
+        with torch.no_grad(), Stopwatch(device) as watch:
+            model(**inputs, keep_ratio=keep_ratio, token_selector=timed_select)
+        if step >= warmup:
+            prefill.append(watch.seconds)
+        else:
+            del compression[compression_before:]
+        if bar is not None:
+            bar.update()
+    return {
+        "prefill_s": _median(prefill),
+        "prefill_runs_s": prefill,
+        "compression_s": _median([watch.seconds for watch in compression]) or 0.0,
+    }
+
+
+def prefill_section(
+    model,
+    inputs: dict,
+    keep_ratios: list[float],
+    repeats: int,
+    warmup: int,
+    progress: bool,
+    memory_probe: Callable[[str, float], int | None] | None = None,
+) -> dict:
+    """Prefill FLOPs (real forward), median time, compression-step time and peak memory at each keep ratio
+    (`memory_probe(section, keep_ratio)` measures the memory elsewhere, e.g. in a fresh process on CPU)."""
+    bar = _progress(len(keep_ratios) * (warmup + repeats + 2), "prefill", progress)
+    rows = []
+    for keep_ratio in keep_ratios:
+        with torch.no_grad():
+            out = model(**inputs, keep_ratio=keep_ratio)
+        kept = int((out.num_kept_video_tokens + out.num_kept_audio_tokens).sum())
+        total = int((out.num_video_tokens + out.num_audio_tokens).sum())
+        flops = count_prefill_flops(model, inputs, keep_ratio=keep_ratio)
+        bar.update()
+        times = time_prefill(model, inputs, keep_ratio, repeats, warmup, bar)
+        peak_bytes, method = peak_memory(model, inputs, "prefill", keep_ratio, 0, memory_probe)
+        bar.update()
+        rows.append(
+            {
+                "keep_ratio": keep_ratio,
+                "retention": kept / total if total else 1.0,
+                "input_length": inputs["input_ids"].shape[1],
+                "sequence_length": out.logits.shape[1],
+                "flops": flops,
+                **times,
+                "peak_memory_bytes": peak_bytes,
+            }
+        )
+    bar.close()
+    for row in rows:
+        row["total_flops"] = row["flops"]["total"]
+    _relative(rows, ("total_flops", "prefill_s", "peak_memory_bytes"))
+    base = next((row for row in rows if row["keep_ratio"] == 1.0), None)
+    for row in rows:
+        row["compression_share_of_full_prefill"] = _ratio(row["compression_s"], base and base["prefill_s"])
+    return {"memory_method": method, "rows": rows}
+
+
+def _relative(rows: list[dict], keys: tuple[str, ...]) -> None:
+    """Add `<key>_vs_full` to each row (`_s` / `_bytes` suffixes dropped): its value over the value of the row at keep
+    ratio 1.0 (`None` without such a row)."""
+    base = next((row for row in rows if row["keep_ratio"] == 1.0), None)
+    for row in rows:
+        for key in keys:
+            name = key.removesuffix("_s").removesuffix("_bytes")
+            row[f"{name}_vs_full"] = _ratio(row[key], base and base[key])
+
+
+def generate_section(
+    model,
+    inputs: dict,
+    keep_ratios: list[float],
+    repeats: int,
+    warmup: int,
+    max_new_tokens: int,
+    progress: bool,
+    memory_probe: Callable[[str, float], int | None] | None = None,
+) -> dict:
+    """Time to first token, total time, tokens/s and peak memory of `generate()` at each keep ratio."""
+    bar = _progress(len(keep_ratios) * (warmup + repeats + 1), "generate", progress)
+    clock = TokenClock()
+    options = _forced_generation(max_new_tokens)
+    rows = []
+    for keep_ratio in keep_ratios:
+        first, total, new_tokens = [], [], None
+        for step in range(warmup + repeats):
+            clock.start()
+            with torch.no_grad(), Stopwatch(model.device) as watch:
+                sequences = model.generate(**inputs, keep_ratio=keep_ratio, streamer=clock, **options)
+            if step >= warmup:
+                first.append(clock.times[0])
+                total.append(watch.seconds)
+                new_tokens = sequences.shape[1] - inputs["input_ids"].shape[1]
+            bar.update()
+        peak_bytes, method = peak_memory(model, inputs, "generate", keep_ratio, max_new_tokens, memory_probe)
+        bar.update()
+        ttft, seconds = _median(first), _median(total)
+        rows.append(
+            {
+                "keep_ratio": keep_ratio,
+                "new_tokens": new_tokens,
+                "time_to_first_token_s": ttft,
+                "total_s": seconds,
+                "tokens_per_s": new_tokens / seconds,
+                "decode_tokens_per_s": (new_tokens - 1) / (seconds - ttft) if new_tokens > 1 else None,
+                "peak_memory_bytes": peak_bytes,
+            }
+        )
+    bar.close()
+    _relative(rows, ("time_to_first_token_s", "total_s", "peak_memory_bytes"))
+    return {"memory_method": method, "rows": rows}
+
+
+def batch_section(
+    model,
+    samples: list[list[tuple]],
+    batch_sizes: list[int],
+    keep_ratio: float,
+    repeats: int,
+    warmup: int,
+    max_new_tokens: int,
+    progress: bool,
+) -> dict:
+    """Throughput of `generate()` on `samples` in padded batches of each size (1 = one by one). Every sample
+    generates exactly `max_new_tokens` tokens; a run covers all samples; times are medians over `repeats` runs."""
+    options = _forced_generation(max_new_tokens)
+    bar = _progress(len(batch_sizes) * (warmup + repeats), "batched generate", progress)
+    rows = []
+    for batch_size in batch_sizes:
+        batches = [
+            _inputs(samples[start : start + batch_size], model, seed=start)
+            for start in range(0, len(samples), batch_size)
+        ]
+        times = []
+        for step in range(warmup + repeats):
+            with torch.no_grad(), Stopwatch(model.device) as watch:
+                for batch in batches:
+                    model.generate(**batch, keep_ratio=keep_ratio, **options)
+            if step >= warmup:
+                times.append(watch.seconds)
+            bar.update()
+        seconds = _median(times)
+        rows.append(
+            {
+                "batch_size": batch_size,
+                "samples": len(samples),
+                "padded_lengths": [batch["input_ids"].shape[1] for batch in batches],
+                "pad_fraction": sum(int((batch["attention_mask"] == 0).sum()) for batch in batches)
+                / sum(batch["attention_mask"].numel() for batch in batches),
+                "total_s": seconds,
+                "tokens_per_s": len(samples) * max_new_tokens / seconds,
+            }
+        )
+    bar.close()
+    one_by_one = next((row for row in rows if row["batch_size"] == 1), None)
+    for row in rows:
+        row["speedup_vs_one_by_one"] = _ratio(one_by_one and one_by_one["total_s"], row["total_s"])
+    return {"keep_ratio": keep_ratio, "max_new_tokens": max_new_tokens, "rows": rows}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m omnisift_hf.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny model, 4 s clip, 1 repeat, 7B FLOPs only"
+    )
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the old name of --quick
+    parser.add_argument("--seconds", type=int, default=20, help="clip length of prefill / generate (default 20)")
+    parser.add_argument(
+        "--patches",
+        type=int,
+        nargs=2,
+        default=[24, 24],
+        metavar=("ROWS", "COLUMNS"),
+        help="14-pixel patches per frame (default 24 24: the processor's default resolution)",
+    )
+    parser.add_argument("--keep-ratios", type=float, nargs="+", default=[1.0, 0.35, 0.25])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="model dtype; auto = bfloat16 on CUDA, float32 on CPU (CPUs without bf16 matrix units are very slow in bf16)",
+    )
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per sample (forced)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument(
+        "--batch-seconds", type=int, nargs="+", default=[4, 5, 6, 7, 8, 9, 10, 11], help="clip length of each sample"
+    )
+    parser.add_argument("--batch-keep-ratio", type=float, default=0.25)
+    parser.add_argument("--flops-models", nargs="+", choices=["7B", "3B"], default=["7B", "3B"])
+    parser.add_argument("--flops-seconds", type=int, nargs="+", default=[10, 20, 30, 60])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    parser.add_argument("--json", help="write the report here as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--memory-probe", choices=["prefill", "generate"], help=argparse.SUPPRESS)  # internal
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the requested sections; returns the report (what `--json` writes)."""
+    if args.quick or args.tiny:
+        args.quick = True
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+        args.flops_seconds = [args.seconds]
+    threads = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict:
+    quick = args.quick
+    device = torch.device(args.device)
+    dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32}.get(args.dtype) or getattr(
+        torch, args.dtype
+    )
+    progress = not args.no_progress
+    report = {
+        "environment": {
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "dtype": str(dtype).removeprefix("torch."),
+            "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__,
+            "threads": torch.get_num_threads(),
+            "model": "tiny" if quick else "mid-size",
+            "quick": quick,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+        }
+    }
+    if "flops" in args.sections:
+        report["flops"] = flops_section(
+            args.flops_models, args.flops_seconds, args.keep_ratios, args.patches, progress
+        )
+    timed = [section for section in ("prefill", "generate", "batch") if section in args.sections]
+    if not timed:
+        return report
+
+    model = tiny_model(seed=0) if quick else tiny_model(seed=0, **MID_SIZE)
+    model = model.to(device, dtype)
+    patches = tuple(args.patches)
+    inputs = _inputs([clip_segments(args.seconds, patches)], model)
+    if args.memory_probe:
+        _memory_probe_main(args, model, inputs)
+        return report
+    # CPU memory from fresh processes (a smoke run measures in process: quick, and not a measurement anyway).
+    memory_probe = fresh_process_memory_probe(args) if device.type == "cpu" and not quick else None
+    clip = {"seconds": args.seconds, "patches": list(patches), "input_length": inputs["input_ids"].shape[1]}
+    if "prefill" in timed:
+        report["prefill"] = {
+            **clip,
+            **prefill_section(model, inputs, args.keep_ratios, args.repeats, args.warmup, progress, memory_probe),
+        }
+    if "generate" in timed:
+        report["generate"] = {
+            **clip,
+            **generate_section(
+                model,
+                inputs,
+                args.keep_ratios,
+                args.repeats,
+                args.warmup,
+                args.max_new_tokens,
+                progress,
+                memory_probe,
+            ),
+        }
+    if "batch" in timed:
+        samples = [clip_segments(seconds, patches) for seconds in args.batch_seconds]
+        report["batch"] = {
+            "seconds": args.batch_seconds,
+            **batch_section(
+                model,
+                samples,
+                args.batch_sizes,
+                args.batch_keep_ratio,
+                args.repeats,
+                args.warmup,
+                args.max_new_tokens,
+                progress,
+            ),
+        }
+    return report
+
+
+def _cpu_name() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Markdown
+# ----------------------------------------------------------------------------------------------------------------------
+def _fmt(value, spec: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
+    return "-" if value is None else f"{value / scale:{spec}}{suffix}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def format_markdown(report: dict) -> str:
+    """The report as markdown tables (what the command prints)."""
+    env = report["environment"]
+    parts = [
+        f"{env['device']}, {env['dtype']}, torch {env['torch']}, transformers {env['transformers']}; "
+        f"medians of {env['repeats']} runs after {env['warmup']} warm-up"
+    ]
+    if "flops" in report:
+        section = report["flops"]
+        parts.append(f"### Prefill FLOPs at real sizes (meta device)\n\n{section['clip']}; {section['method']}.")
+        rows = []
+        for row in section["rows"]:
+            flops, layout = row["flops"], row["layout"]
+            rows.append(
+                [
+                    row["model"],
+                    str(row["seconds"]),
+                    str(row["keep_ratio"]),
+                    f"{layout['retention']:.3f}",
+                    f"{layout['input_length']} -> {layout['kept_length']}",
+                    _fmt(flops["vision_encoder"], ".2f", 1e12),
+                    _fmt(flops["audio_encoder"], ".2f", 1e12),
+                    _fmt(flops["compression"], ".1f", 1e9),
+                    _fmt(flops["decoder"] + flops["lm_head"], ".2f", 1e12),
+                    _fmt(flops["total"], ".2f", 1e12),
+                    _fmt(row["total_flops_vs_full"]),
+                    _fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
+                    f"{row['decoder_share']:.1%}",
+                ]
+            )
+        header = ["model", "clip (s)", "keep", "retention", "tokens (in -> decoder)", "vision TFLOPs"]
+        header += ["audio TFLOPs", "compression GFLOPs", "decoder + lm_head TFLOPs", "total TFLOPs", "x full"]
+        header += ["saved", "decoder share"]
+        parts.append(_table(header, rows))
+    if "prefill" in report:
+        section = report["prefill"]
+        parts.append(
+            f"### Prefill ({env['model']} config, {section['seconds']} s clip, {section['input_length']} tokens)\n\n"
+            f"Peak memory: {section['memory_method']}."
+        )
+        rows = [
+            [
+                str(row["keep_ratio"]),
+                f"{row['retention']:.3f}",
+                str(row["sequence_length"]),
+                _fmt(row["flops"]["total"], ".1f", 1e9),
+                _fmt(row["total_flops_vs_full"]),
+                _fmt(row["flops"]["decoder"], ".1f", 1e9),
+                _fmt(row["flops"]["compression"], ".2f", 1e9),
+                _fmt(row["prefill_s"]),
+                _fmt(row["prefill_vs_full"]),
+                _fmt(row["compression_share_of_full_prefill"], ".2%"),
+                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                _fmt(row["peak_memory_vs_full"]),
+            ]
+            for row in section["rows"]
+        ]
+        header = ["keep", "retention", "seq len", "GFLOPs", "x full", "decoder GFLOPs", "compression GFLOPs"]
+        header += ["prefill (s)", "x full", "compression step / full prefill", "peak memory (MiB)", "x full"]
+        parts.append(_table(header, rows))
+    if "generate" in report:
+        section = report["generate"]
+        parts.append(f"### generate() ({env['model']} config, {section['seconds']} s clip)")
+        rows = [
+            [
+                str(row["keep_ratio"]),
+                _fmt(row["time_to_first_token_s"]),
+                _fmt(row["time_to_first_token_vs_full"]),
+                _fmt(row["total_s"]),
+                str(row["new_tokens"]),
+                _fmt(row["tokens_per_s"], ".1f"),
+                _fmt(row["decode_tokens_per_s"], ".1f"),
+                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                _fmt(row["peak_memory_vs_full"]),
+            ]
+            for row in section["rows"]
+        ]
+        header = ["keep", "time to first token (s)", "x full", "total (s)", "new tokens", "tokens/s"]
+        header += ["decode tokens/s", "peak memory (MiB)", "x full"]
+        parts.append(_table(header, rows))
+    if "batch" in report:
+        section = report["batch"]
+        parts.append(
+            f"### Batched generate() (keep {section['keep_ratio']}, clips of {section['seconds']} s, "
+            f"{section['max_new_tokens']} new tokens each)"
+        )
+        rows = [
+            [
+                str(row["batch_size"]),
+                str(row["samples"]),
+                ", ".join(map(str, row["padded_lengths"])),
+                f"{row['pad_fraction']:.1%}",
+                _fmt(row["total_s"]),
+                _fmt(row["tokens_per_s"], ".1f"),
+                _fmt(row["speedup_vs_one_by_one"], ".2f", suffix="x"),
+            ]
+            for row in section["rows"]
+        ]
+        header = ["batch size", "samples", "padded lengths", "padding", "time (s)", "tokens/s", "vs one by one"]
+        parts.append(_table(header, rows))
+    if any(section in report for section in ("prefill", "generate", "batch")):
+        note = " (quick smoke run: tiny model, not a measurement)" if env["quick"] else ""
+        parts.append(f"### Issue #8 targets (keep 0.25 against 1.0, {env['model']} config, same run){note}")
+        rows = [
+            [
+                check["name"],
+                _fmt(check["value"]),
+                check["target"] or "-",
+                {True: "met", False: "NOT met", None: "-"}[check["met"]],
+            ]
+            for check in targets(report)
+        ]
+        parts.append(_table(["measure", "value", "target", ""], rows))
+    return "\n\n".join(parts) + "\n"
+
+
+def targets(report: dict, keep_ratio: float = 0.25) -> list[dict]:
+    """Issue #8's targets at `keep_ratio` against keep ratio 1.0, measured in the same run: prefill time <= 0.35x,
+    compression step <= 1% of the full prefill, batch 4 >= 2x the throughput of one by one; time to first token and
+    peak memory are reported next to the FLOPs ratio ("lower in proportion")."""
+
+    def row(section: str, key: str, value: float) -> dict | None:
+        return next((r for r in report.get(section, {}).get("rows", []) if r.get(key) == value), None)
+
+    prefill, generate = row("prefill", "keep_ratio", keep_ratio), row("generate", "keep_ratio", keep_ratio)
+    batch = row("batch", "batch_size", 4)
+    checks = [
+        ("prefill time x full", prefill and prefill["prefill_vs_full"], "<=", 0.35),
+        ("compression step / full prefill", prefill and prefill["compression_share_of_full_prefill"], "<=", 0.01),
+        ("batch 4 throughput x one by one", batch and batch["speedup_vs_one_by_one"], ">=", 2.0),
+        ("prefill FLOPs x full", prefill and prefill["total_flops_vs_full"], "", None),
+        ("time to first token x full", generate and generate["time_to_first_token_vs_full"], "", None),
+        ("prefill peak memory x full", prefill and prefill["peak_memory_vs_full"], "", None),
+        ("generate peak memory x full", generate and generate["peak_memory_vs_full"], "", None),
+    ]
+    results = []
+    for name, value, comparison, limit in checks:
+        met = None
+        if value is not None and limit is not None:
+            met = value <= limit if comparison == "<=" else value >= limit
+        results.append(
+            {"name": name, "value": value, "target": f"{comparison} {limit}" if limit else None, "met": met}
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    report = run(args)
+    if args.memory_probe:
+        return 0
+    report["environment"]["command"] = " ".join(
+        ["python -m omnisift_hf.benchmark", *(sys.argv[1:] if argv is None else argv)]
+    )
+    print(format_markdown(report))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
