@@ -41,7 +41,9 @@ def gate_gradients(model, collator, example, meta) -> tuple[list[float], list[fl
     _, beep = event_token_masks(meta, batch["video_grid_thw"][0].tolist(), num_audio)
     gate = selection.audio_gate
     on_beep, elsewhere = [], []
-    for token, grad, kept in zip(selection.gated_audio.tolist(), gate.grad.tolist(), gate.detach().tolist(), strict=True):
+    for token, grad, kept in zip(
+        selection.gated_audio.tolist(), gate.grad.tolist(), gate.detach().tolist(), strict=True
+    ):
         if kept > 0.5:
             (on_beep if beep[token] else elsewhere).append(grad)
     return on_beep, elsewhere

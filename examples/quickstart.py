@@ -24,8 +24,8 @@ import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
-from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
 from omnisift_hf.processing_omnisift import to_model_inputs
+from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
 from omnisift_hf.tools.profiling import count_prefill_flops
 from omnisift_hf.tools.visualization import render_pipeline
 

@@ -24,9 +24,9 @@ from transformers import AutoProcessor, Trainer, TrainingArguments, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tools.avqa import avqa_model
 from omnisift_hf.media import video_sampling_of
 from omnisift_hf.testing_utils import tiny_model, tiny_processor
+from omnisift_hf.tools.avqa import avqa_model
 from omnisift_hf.tools.synthetic import write_synthetic_audio, write_synthetic_clip
 from omnisift_hf.training import (
     FREEZE_POLICIES,

@@ -7,9 +7,22 @@ import numpy as np
 import pytest
 import torch
 
-from omnisift_hf.tools.avqa import ANSWERS, AVQA_VIDEO_SAMPLING, BASELINES, COLORS, SPLITS, TASKS, evaluate_avqa, event_token_masks, generate_avqa, load_avqa_split, markdown_report, plot_avqa
 from omnisift_hf.media import load_audio, load_video
 from omnisift_hf.testing_utils import tiny_model, tiny_processor, tiny_tokenizer
+from omnisift_hf.tools.avqa import (
+    ANSWERS,
+    AVQA_VIDEO_SAMPLING,
+    BASELINES,
+    COLORS,
+    SPLITS,
+    TASKS,
+    evaluate_avqa,
+    event_token_masks,
+    generate_avqa,
+    load_avqa_split,
+    markdown_report,
+    plot_avqa,
+)
 
 COUNTS = {"train": 2, "validation": 1, "test": 1}
 

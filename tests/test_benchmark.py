@@ -11,9 +11,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tools.benchmark import main
-from omnisift_hf.tools.profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, flop_counter, measure_clip_layouts
 from omnisift_hf.testing_utils import tiny_config, tiny_inputs
+from omnisift_hf.tools.benchmark import main
+from omnisift_hf.tools.profiling import (
+    MetaPrefillFlops,
+    clip_segments,
+    count_prefill_flops,
+    flop_counter,
+    measure_clip_layouts,
+)
 from omnisift_hf.tools.visualization import plot_benchmark
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -25,7 +25,9 @@ def test_one_bundle_folder_per_backbone():
 def test_bundle_matches_src(tmp_path, name):
     write_bundles(tmp_path)
     checked_in = BUNDLE_DIR / name
-    assert checked_in.exists(), f"modeling/qwen2_5_omni/{name} is missing: run `python -m omnisift_hf.tools.bundle modeling`"
+    assert checked_in.exists(), (
+        f"modeling/qwen2_5_omni/{name} is missing: run `python -m omnisift_hf.tools.bundle modeling`"
+    )
     assert checked_in.read_text() == (tmp_path / "qwen2_5_omni" / name).read_text(), (
         f"modeling/qwen2_5_omni/{name} drifted from src/: run `python -m omnisift_hf.tools.bundle modeling`"
     )
@@ -35,7 +37,19 @@ def test_bundle_matches_src(tmp_path, name):
 @pytest.mark.parametrize("name", REMOTE_CODE_FILES)
 def test_bundle_imports_only_torch_transformers_and_itself(name):
     tree = ast.parse((BUNDLE_DIR / name).read_text())
-    allowed = {"torch", "transformers", "huggingface_hub", "dataclasses", "math", "typing", "collections", "os", "re", "ast", "pathlib"}
+    allowed = {
+        "torch",
+        "transformers",
+        "huggingface_hub",
+        "dataclasses",
+        "math",
+        "typing",
+        "collections",
+        "os",
+        "re",
+        "ast",
+        "pathlib",
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             roots = {alias.name.split(".")[0] for alias in node.names}
@@ -63,5 +77,7 @@ def test_selector_and_compression_import_without_transformers():
             (node.module or "").split(".")[0]
             for node in ast.walk(tree)
             if isinstance(node, ast.ImportFrom) and not node.level
-        } | {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        } | {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
         assert "transformers" not in roots, name

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from conftest import build_inputs
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from huggingface_hub import ModelCard
 from reference_layout import (
     LEFT_BEHIND,
@@ -93,9 +93,9 @@ def reference_selector_scores(
     return torch.sigmoid(linear(F.silu(linear(x, "score_head.0")), "score_head.2")).squeeze(-1)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Fixtures
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     """(model, directory) of a tiny OmniSIFT checkpoint in the published layout."""
@@ -150,9 +150,9 @@ def plain_qwen(tmp_path_factory):
     return model, directory
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The published layout, converted
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_converted_file_set(converted):
     names = {p.name for p in converted.iterdir()}
     weights = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"}
@@ -270,9 +270,9 @@ def test_model_card(converted):
     assert f'AutoModel.from_pretrained("{converted}"' in text
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Other sources
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("prefix", ["thinker.compressor.", "compressor.", ""])
 def test_plain_qwen_plus_selector_file(plain_qwen, tmp_path, prefix):
     model, directory = plain_qwen
@@ -372,9 +372,9 @@ def test_push_to_hub_uploads_the_converted_directory(source, tmp_path, monkeypat
     assert 'AutoModel.from_pretrained("org/omnisift-tiny"' in uploads["files"]["README.md"].decode()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Command line
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_console_script_entry_point():
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
@@ -403,9 +403,9 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert leftovers(tmp_path, "out") == []
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Bad inputs: a clear message, no DST
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_missing_selector(plain_qwen, tmp_path):
     _, directory = plain_qwen
     with pytest.raises(ValueError, match=r"no selector weights \(`thinker.compressor.\*`\).*pass --selector PATH"):

@@ -12,8 +12,8 @@ from transformers import AutoModel, AutoProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tools.avqa import ANSWERS, AVQA_CHECKPOINT, AVQA_VIDEO_SAMPLING, TASKS, make_clip_spec, write_clip
 from omnisift_hf.media import video_sampling_of
+from omnisift_hf.tools.avqa import ANSWERS, AVQA_CHECKPOINT, AVQA_VIDEO_SAMPLING, TASKS, make_clip_spec, write_clip
 
 CLIPS_PER_TASK = 8
 ACCURACY_FLOOR = {1.0: 0.75, 0.25: 0.60}

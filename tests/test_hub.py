@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.utils.hub as transformers_hub
-from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from conftest import build_inputs
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from reference_layout import random_model, write_reference_checkpoint
@@ -54,9 +54,9 @@ def media_inputs():
     return build_inputs([[("text", 3), ("video", 4, 4, 4, 400), ("text", 2)]])
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # save_pretrained
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_save_pretrained_writes_auto_map_and_remote_code(model, tmp_path):
     model.save_pretrained(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
@@ -108,9 +108,9 @@ def test_sharded_save_and_load_bit_exact(model, tmp_path, media_inputs):
         assert torch.equal(loaded.eval()(**media_inputs, **RATIOS).logits, model(**media_inputs, **RATIOS).logits)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # push_to_hub against a local stand-in for the Hub API
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 class FakeHubApi:
     """What transformers' `PushToHubMixin.push_to_hub` calls on `hf_api()`: `create_repo`, then one `create_commit`."""
 
@@ -173,9 +173,9 @@ def test_push_to_hub_uploads_expected_files(model, fake_hub, tmp_path):
     assert ModelCard.load(tmp_path / "README.md").data.library_name == "transformers"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # trust_remote_code without omnisift_hf
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 REMOTE_LOAD_SCRIPT = textwrap.dedent(
     """
     import importlib.abc
@@ -260,9 +260,9 @@ def test_trust_remote_code_without_omnisift_hf(model, media_inputs, tmp_path):
             assert torch.equal(result["logits"], expected.logits), f"{directory} via {auto_class}"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # One directory for model, processor and pipeline
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 PROCESSOR_FILES = {"processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
 
 

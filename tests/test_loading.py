@@ -124,9 +124,9 @@ def untrained_messages(records: list[logging.LogRecord]) -> list[str]:
     return [r.getMessage() for r in records if r.levelno >= logging.WARNING and "untrained" in r.getMessage()]
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Fixtures
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def native_state_dict() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in native_thinker(seed=0).state_dict().items()}
@@ -173,9 +173,9 @@ def log_records(caplog):
         hf_logging.warning_once.cache_clear()
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Registration
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("auto_class", [AutoModel, AutoModelForImageTextToText, AutoModelForMultimodalLM])
 def test_auto_classes_from_config(auto_class):
     model = auto_class.from_config(tiny_config())
@@ -197,9 +197,9 @@ def test_conversion_mapping_registered_for_class():
     assert OmniSiftForConditionalGeneration.is_custom_code()  # why the registration is needed at all
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Selector sizes (meta device: no memory, real shapes)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_selector_parameter_count_7b():
     with torch.device("meta"):
         selector = OmniSiftAudioSelector(hidden_size=3584, selector_hidden_size=512, num_heads=8, mlp_size=256)
@@ -255,9 +255,9 @@ def test_selector_sizes_follow_config():
     assert model.compressor.score_head[0].weight.shape == (8, 16)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The loading matrix
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_load_hub_full_model_checkpoint(hub_checkpoint, native_state_dict, log_records):
     weight_map = json.loads((hub_checkpoint / "model.safetensors.index.json").read_text())["weight_map"]
     assert "thinker.model.layers.0.self_attn.q_proj.weight" in weight_map  # the Hub layout, not the in-memory one
@@ -350,9 +350,9 @@ def test_unregistered_conversion_mapping_is_detected(hub_checkpoint, native_stat
     assert_thinker_weights_equal(OmniSiftForConditionalGeneration.from_pretrained(hub_checkpoint), decoder)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # dtype and device_map
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("source", ["hub_checkpoint", "omnisift_checkpoint"])
 def test_dtype_bfloat16_includes_selector(source, request):
     directory = request.getfixturevalue(source)
@@ -413,9 +413,9 @@ def test_device_map_never_splits_selector(omnisift_checkpoint, tmp_path):
     assert not split, f"the selector was split across devices: {split}"
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Identity with the native thinker at keep_ratio = 1.0
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("inputs_name", ["av_inputs", "text_only"])
 def test_identity_omnisift_loaded_from_native_checkpoint(thinker_checkpoint, inputs_name, request):
     directory, _ = thinker_checkpoint

@@ -21,9 +21,14 @@ from transformers import AutoProcessor, Qwen2_5OmniProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" task)
 from omnisift_hf.media import SAMPLING_RATE, VideoSampling, load_audio, load_image, load_video, video_sampling_of
-from omnisift_hf.processing_omnisift import prepare_omni_inputs
-from omnisift_hf.processing_omnisift import DEFAULT_SYSTEM_PROMPT
-from omnisift_hf.testing_utils import TINY_SPECIAL_TOKENS, TINY_TOKEN_IDS, save_tiny_default, tiny_inputs, tiny_processor
+from omnisift_hf.processing_omnisift import DEFAULT_SYSTEM_PROMPT, prepare_omni_inputs
+from omnisift_hf.testing_utils import (
+    TINY_SPECIAL_TOKENS,
+    TINY_TOKEN_IDS,
+    save_tiny_default,
+    tiny_inputs,
+    tiny_processor,
+)
 from omnisift_hf.tools.synthetic import write_synthetic_clip
 
 IDS = TINY_TOKEN_IDS
@@ -36,9 +41,9 @@ FIRST_PITCH, SECOND_PITCH = 220.0, 220.0 * 2**0.5
 AUDIO_SLACK = 1100
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Fixtures: every file written once per module
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
     root = tmp_path_factory.mktemp("media")
@@ -84,9 +89,9 @@ def qwen_sampling(seconds: float, fps: int) -> tuple[int, int]:
     return total, smart_nframes({"fps": 2.0}, total_frames=total, video_fps=fps)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Video: sampling policy, geometry, content
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("seconds", "fps"),
     [(3, 25), (3.5, 10), (2.5, 10), (0.5, 10), (0.3, 10)],
@@ -199,9 +204,9 @@ def test_frames_in_memory_follow_the_same_policy(media):
     assert torch.equal(channels_first.frames, from_array.frames)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Audio
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("container", ["mp4", "mkv", "webm"])
 def test_audio_track_of_a_video(media, container):
     seconds = 2 if container == "webm" else 3
@@ -344,9 +349,9 @@ def test_array_without_sampling_rate_is_refused():
         load_audio(np.zeros(1600, dtype=np.float32))
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Images
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def test_load_image_from_path_pil_and_arrays(tmp_path):
     array = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     Image.fromarray(array).save(tmp_path / "image.png")
@@ -365,9 +370,9 @@ def test_load_image_from_path_pil_and_arrays(tmp_path):
         np.testing.assert_allclose(np.asarray(image), array, atol=1)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Errors name the argument and the path
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 LOADERS = [(load_video, "video"), (load_audio, "audio"), (load_image, "image")]
 
 
@@ -434,9 +439,9 @@ def test_invalid_sampling_policy():
         VideoSampling(min_frames=8, max_frames=4)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The embedded tiny processor
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def processor_call(processor, media) -> dict:
     """One call with every modality: text, image, audio, and a video with its audio track interleaved."""
     video = load_video(media["mp4"])

@@ -11,7 +11,22 @@ from transformers import pipeline
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline)
 from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_inputs, tiny_model, tiny_processor
 from omnisift_hf.tools.synthetic import write_synthetic_clip
-from omnisift_hf.tools.visualization import AXIS_HEIGHT, GAP, LABEL_HEIGHT, MARGIN, STRIP_HEIGHT, STRIP_TITLE_HEIGHT, TITLE_HEIGHT, _font, frames_from_pixel_values, kept_token_mask, media_keep_masks, render_compressed_clip, render_model_output, render_pipeline
+from omnisift_hf.tools.visualization import (
+    AXIS_HEIGHT,
+    GAP,
+    LABEL_HEIGHT,
+    MARGIN,
+    STRIP_HEIGHT,
+    STRIP_TITLE_HEIGHT,
+    TITLE_HEIGHT,
+    _font,
+    frames_from_pixel_values,
+    kept_token_mask,
+    media_keep_masks,
+    render_compressed_clip,
+    render_model_output,
+    render_pipeline,
+)
 
 IDS = TINY_TOKEN_IDS
 

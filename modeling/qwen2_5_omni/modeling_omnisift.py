@@ -132,9 +132,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         self.compression_stats: OmniSiftCausalLMOutputWithPast | None = None
         self.post_init()
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Loading
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def _adjust_missing_and_unexpected_keys(self, loading_info) -> None:
         # Overwritten -- a Qwen2.5-Omni checkpoint has no selector: say so once, clearly, instead of listing its 18
         # tensors as missing. A checkpoint with only part of the selector stays reported as missing.
@@ -160,9 +160,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             state_dict = {rename_source_key(key, renamings, converters)[0]: value for key, value in state_dict.items()}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Saving
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory, *args, processor=None, **kwargs) -> None:
         r"""
         As [`PreTrainedModel.save_pretrained`], plus the remote-code files with an `auto_map` for every Auto class, and:
@@ -195,9 +195,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         finally:
             self._processor_to_push = None
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Forward
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     @can_return_tuple
     def forward(
         self,
@@ -297,7 +297,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             )
 
         # 1. Encode: audio, image and video features scattered into the text embeddings.
-        inputs_embeds, mm_encoder_outputs = self._embed_multimodal(input_ids, inputs_embeds, **encoder_inputs, **kwargs)
+        inputs_embeds, mm_encoder_outputs = self._embed_multimodal(
+            input_ids, inputs_embeds, **encoder_inputs, **kwargs
+        )
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if position_ids is None:
@@ -460,9 +462,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             inputs_embeds = inputs_embeds.masked_scatter(masks[0] if modality == "image" else masks[1], embeds)
         return inputs_embeds, mm_encoder_outputs
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Generation
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # Overwritten -- after a compressed prefill the cache holds the shortened sequence: continue from its
         # attention mask and positions, not from the unpruned ones `generate` prepared.

@@ -4,7 +4,7 @@ never imported by the library)."""
 import sys
 
 from .tools.benchmark import *  # noqa: F403
-from .tools.benchmark import __all__, main
+from .tools.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main())

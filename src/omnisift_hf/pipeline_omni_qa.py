@@ -29,6 +29,7 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["OmniQAPipeline"]
 
+
 class OmniQAPipeline(Pipeline):
     """Answer questions about video (with its audio track), audio and images with an OmniSIFT model.
 
@@ -81,9 +82,9 @@ class OmniQAPipeline(Pipeline):
                 "`OmniSiftForConditionalGeneration.from_pretrained(...)` and pass the model object to `pipeline()`."
             )
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Arguments
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def __call__(self, inputs=None, **kwargs):
         """Answer one request (keyword fields, a dict, a question string plus media keywords, chat messages) or a
         list of them; see the class docstring."""
@@ -157,15 +158,15 @@ class OmniQAPipeline(Pipeline):
             postprocess["skip_special_tokens"] = skip_special_tokens
         return preprocess, forward, postprocess
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Preprocess: one request -> processor outputs
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def preprocess(self, inputs, use_audio_in_video=None, system_prompt=None, video_sampling=None):
         return prepare_omni_inputs(self.processor, inputs, use_audio_in_video, system_prompt, video_sampling)
 
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     # Batching and generation
-    # ------------------------------------------------------------------------------------------------------------------
+    # -----------------------------------------------------------------------------------------------------------------
     def get_iterator(
         self, inputs, num_workers: int, batch_size: int, preprocess_params, forward_params, postprocess_params
     ):
@@ -227,9 +228,9 @@ class OmniQAPipeline(Pipeline):
         self.processor.save_pretrained(save_directory)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Helpers
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def _kept_counts(stats, batch_size: int) -> dict[str, torch.Tensor]:
     """Kept-token counts of the latest prefill (`model.compression_stats`); zeros when the batch had no audio/video."""
     counts = {}

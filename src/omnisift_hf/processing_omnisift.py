@@ -34,7 +34,6 @@ DEFAULT_SYSTEM_PROMPT = (
 _AUDIO_PAD_SAMPLES = 400
 
 
-
 def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_prompt=None, video_sampling=None) -> dict:
     """One request (dict form or chat messages) -> `Qwen2_5OmniProcessor` outputs for one sample, plus the
     `use_audio_in_video` flag it needs (None without video). Media are loaded with `omnisift_hf.media`, the prompt is

@@ -199,9 +199,9 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
     return inputs
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The embedded default: tokenizer, processor, model and a synthetic clip, all built offline in seconds.
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # A ChatML template that renders like Qwen2.5-Omni's: a default system turn, media items as
 # <|vision_bos|><|VIDEO|><|vision_eos|> / <|vision_bos|><|IMAGE|><|vision_eos|> / <|audio_bos|><|AUDIO|><|audio_eos|>
 # placeholders (the processor expands them), text items verbatim.

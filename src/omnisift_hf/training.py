@@ -47,8 +47,8 @@ from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 from transformers.utils import logging
 
-from .models.qwen2_5_omni.configuration_omnisift import check_keep_ratio
 from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
+from .models.qwen2_5_omni.configuration_omnisift import check_keep_ratio
 from .processing_omnisift import collate_omni_inputs, prepare_omni_inputs
 
 logger = logging.get_logger(__name__)

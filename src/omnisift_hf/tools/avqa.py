@@ -112,9 +112,9 @@ AUDIO_TOKENS_PER_SECOND = 25
 _SPLIT_INDEX = {split: i for i, split in enumerate(SPLITS)}
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Clip specifications
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def _place(rng, duration: float, lo: float, hi: float, taken: list[tuple[float, float]], gap: float) -> float:
     """A start time in [lo, hi - duration] whose interval keeps `gap` seconds from every interval in `taken`."""
     for _ in range(1000):
@@ -342,9 +342,9 @@ def load_avqa_split(directory, split: str = "test", limit_per_task: int | None =
     return examples, metas
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # A trainable tiny model for AVQA
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def avqa_model(
     hidden_size: int = 128,
     num_layers: int = 4,
@@ -409,9 +409,9 @@ def avqa_model(
     return trained
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Events -> tokens
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def _sampled_frame_times(meta: dict, sampling: VideoSampling) -> list[float]:
     from ..media import _sample_indices
 
@@ -453,9 +453,9 @@ def event_token_masks(
     return video.reshape(-1), audio
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Baselines: other token choices with OmniSIFT's counts
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def _random_within(segment: torch.Tensor, keep_count: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     scores = torch.rand(segment.shape[0], generator=generator).to(segment.device)
     return segment_rank(scores, segment) < keep_count[segment]
@@ -530,16 +530,18 @@ def baseline_selector(model, method: str = "omnisift", seed: int = 0):
 
     def select(*args, **kwargs):
         selection = model.select_tokens(*args, **kwargs)
-        video_keep, audio_keep = _rechoose(method, selection.layout, selection.video_keep, selection.audio_keep, generator)
+        video_keep, audio_keep = _rechoose(
+            method, selection.layout, selection.video_keep, selection.audio_keep, generator
+        )
         # No gate: the selector's gate zeroes the tokens it dropped, which a baseline may keep.
         return dataclasses.replace(selection, video_keep=video_keep, audio_keep=audio_keep, audio_gate=None)
 
     return select
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Evaluation
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 def _conditions(keep_ratios: Sequence[float], methods: Sequence[str], no_audio: bool) -> list[tuple[str, float, dict]]:
     conditions = []
     for keep in keep_ratios:

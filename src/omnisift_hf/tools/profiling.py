@@ -81,9 +81,9 @@ def count_prefill_flops(model, inputs: dict, **forward_kwargs) -> dict[str, int]
     return flops
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # The real Qwen2.5-Omni thinker sizes
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Written from the public `thinker_config` of Qwen/Qwen2.5-Omni-7B and Qwen/Qwen2.5-Omni-3B (config.json on the Hub;
 # no download here). Both share the vision encoder (32 blocks, width 1280, 16 heads, MLP 3420, window 112 px, full
 # attention in blocks 7/15/23/31) and the audio encoder (32 layers, d_model 1280, 20 heads, FFN 5120, 128 mel bins);
@@ -157,9 +157,9 @@ def qwen2_5_omni_config(size: str = "7B", **overrides) -> OmniSiftConfig:
     return OmniSiftConfig(**fields)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Token layout of a clip (cheap CPU run of the tiny model)
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipLayout:
     """What one prefill of one clip hands each stage: token counts before/after compression and the selector's input
@@ -262,9 +262,9 @@ def measure_clip_layouts(
     return layouts
 
 
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 # Real sizes on the meta device
-# ----------------------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------------------
 class MetaPrefillFlops:
     """Prefill FLOPs of a thinker of any size on the meta device (no weights, no allocation), stage by stage.
 

@@ -24,7 +24,6 @@ def write_synthetic_clip(
     audio is a tone whose pitch follows the square's colour. Deterministic, offline, well under a second for 20 s.
     """
 
-
     height, width = size
     num_frames = max(1, round(seconds * fps))
     colors = np.array([[220, 40, 40], [40, 200, 60], [50, 80, 230], [240, 220, 40]], dtype=np.uint8)
@@ -86,7 +85,6 @@ def mux_audio(container, stream, waveform, chunk: int = 1024) -> None:
 
 def write_synthetic_audio(path, seconds: float = 4.0, sampling_rate: int = 16000) -> str:
     """Write a mono tone sweep with soundfile (format from the suffix: .wav, .flac, .ogg)."""
-
 
     time = np.arange(round(seconds * sampling_rate)) / sampling_rate
     wave = 0.3 * np.sin(2 * np.pi * (220.0 + 110.0 * time / max(seconds, 1e-6)) * time)

@@ -102,4 +102,3 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
         os.makedirs(save_directory, exist_ok=True)
         write_remote_code(save_directory, __file__)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
-
