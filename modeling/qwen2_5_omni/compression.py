@@ -1,5 +1,5 @@
-# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the
-# module of the same name in src/omnisift_hf/ and regenerate.
+# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit
+# the module of the same name in src/omnisift_hf/ and regenerate.
 """OmniSIFT's token selection as pure tensor functions (torch only; no model, no config).
 
 Shape vocabulary used throughout:

@@ -1,5 +1,5 @@
-# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the
-# module of the same name in src/omnisift_hf/ and regenerate.
+# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit
+# the module of the same name in src/omnisift_hf/ and regenerate.
 """OmniSIFT for Qwen2.5-Omni: the thinker with token compression between its encoders and its language model."""
 
 import os
@@ -165,7 +165,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
     # -----------------------------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory, *args, processor=None, **kwargs) -> None:
         r"""
-        As [`PreTrainedModel.save_pretrained`], plus the remote-code files with an `auto_map` for every Auto class, and:
+        As [`PreTrainedModel.save_pretrained`], plus the remote-code files with an `auto_map` for every Auto class,
+        and:
 
         processor (`ProcessorMixin`, *optional*):
             The processor the model is used with (e.g. `Qwen2_5OmniProcessor`), saved into the same directory so that
@@ -283,13 +284,7 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
                 **encoder_inputs,
                 **kwargs,
             )
-            # The parent computes every position's logits (it has no `logits_to_keep`): keep what was asked for.
-            outputs.logits = outputs.logits[:, _logits_slice(logits_to_keep)]
-            if not has_media:
-                return OmniSiftCausalLMOutputWithPast(**outputs)
-            counts = self._count_media_tokens(input_ids)
-            self.compression_stats = OmniSiftCausalLMOutputWithPast(**counts)
-            return OmniSiftCausalLMOutputWithPast(**outputs, **counts)
+            return self._uncompressed_output(outputs, input_ids if has_media else None, logits_to_keep)
         if input_ids is None:
             raise ValueError(
                 "OmniSIFT compression needs `input_ids` to find the audio and video tokens, but only `inputs_embeds` "
@@ -393,18 +388,25 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             ratios,
         )
 
-    def _count_media_tokens(self, input_ids: torch.LongTensor | None) -> dict[str, torch.LongTensor]:
-        """Token counts when nothing is dropped."""
-        if input_ids is None:
-            return {}
-        num_video = (input_ids == self.config.video_token_id).sum(-1)
-        num_audio = (input_ids == self.config.audio_token_id).sum(-1)
-        return {
+    def _uncompressed_output(
+        self, outputs, media_input_ids: torch.LongTensor | None, logits_to_keep: int | torch.Tensor
+    ) -> OmniSiftCausalLMOutputWithPast:
+        """The parent's output as this class's, with the media token counts (all kept) when `media_input_ids` is
+        given."""
+        # The parent computes every position's logits (it has no `logits_to_keep`): keep what was asked for.
+        outputs.logits = outputs.logits[:, _logits_slice(logits_to_keep)]
+        if media_input_ids is None:
+            return OmniSiftCausalLMOutputWithPast(**outputs)
+        num_video = (media_input_ids == self.config.video_token_id).sum(-1)
+        num_audio = (media_input_ids == self.config.audio_token_id).sum(-1)
+        counts = {
             "num_video_tokens": num_video,
             "num_kept_video_tokens": num_video.clone(),
             "num_audio_tokens": num_audio,
             "num_kept_audio_tokens": num_audio.clone(),
         }
+        self.compression_stats = OmniSiftCausalLMOutputWithPast(**counts)
+        return OmniSiftCausalLMOutputWithPast(**outputs, **counts)
 
     def _embed_multimodal(
         self,

@@ -1,5 +1,5 @@
-# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the
-# module of the same name in src/omnisift_hf/ and regenerate.
+# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit
+# the module of the same name in src/omnisift_hf/ and regenerate.
 """The remote-code bundle of a backbone: the self-contained, flat files a saved OmniSIFT directory (and its Hub repo)
 receives, so that `trust_remote_code=True` loads it where `omnisift_hf` is not installed.
 
@@ -18,8 +18,8 @@ from pathlib import Path
 __all__ = ["BANNER", "class_reference", "remote_code_files", "write_remote_code"]
 
 BANNER = (
-    "# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the\n"
-    "# module of the same name in src/omnisift_hf/ and regenerate.\n"
+    "# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit\n"
+    "# the module of the same name in src/omnisift_hf/ and regenerate.\n"
 )
 _RELATIVE_FROM = re.compile(r"^(\s*from\s+)\.+(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*)(\s+import\b)", re.MULTILINE)
 

@@ -1,5 +1,5 @@
-# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the
-# module of the same name in src/omnisift_hf/ and regenerate.
+# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit
+# the module of the same name in src/omnisift_hf/ and regenerate.
 """OmniSIFT's token selection for one batch: STVP on the video tokens, then VGAS, the learned vision-guided audio
 selector, on the audio tokens. torch only (no transformers), so that any host (transformers, a serving engine) runs
 the same selection.
@@ -74,8 +74,8 @@ class TokenSelection:
         layout ([`MediaLayout`]): where the video and audio tokens are and how they group into frames and windows.
         video_keep (`torch.BoolTensor` of shape `(Nv,)`): which video tokens stay.
         audio_keep (`torch.BoolTensor` of shape `(Na,)`): which audio tokens stay.
-        gated_audio (`torch.LongTensor` of shape `(n,)`, *optional*): the audio tokens the selector scored (indices into
-            the layout's audio tokens); `None` when it scored none.
+        gated_audio (`torch.LongTensor` of shape `(n,)`, *optional*): the audio tokens the selector scored (indices
+            into the layout's audio tokens); `None` when it scored none.
         audio_gate (`torch.Tensor` of shape `(n,)`, *optional*): their straight-through gates, `hard - s` detached plus
             `s` (1 at kept, 0 at dropped tokens, with the selector's gradient), multiplied into their embeddings.
             `None`: no gate (nothing scored, or a selection that does not come from the selector).

@@ -16,8 +16,8 @@ from pathlib import Path
 __all__ = ["BANNER", "class_reference", "remote_code_files", "write_remote_code"]
 
 BANNER = (
-    "# Generated from the omnisift_hf package (`python -m omnisift_hf.tools.bundle`): do not edit this copy, edit the\n"
-    "# module of the same name in src/omnisift_hf/ and regenerate.\n"
+    "# Generated from the omnisift_hf package by `python -m omnisift_hf.tools.bundle`: do not edit this copy; edit\n"
+    "# the module of the same name in src/omnisift_hf/ and regenerate.\n"
 )
 _RELATIVE_FROM = re.compile(r"^(\s*from\s+)\.+(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*)(\s+import\b)", re.MULTILINE)
 

@@ -72,8 +72,8 @@ class TokenSelection:
         layout ([`MediaLayout`]): where the video and audio tokens are and how they group into frames and windows.
         video_keep (`torch.BoolTensor` of shape `(Nv,)`): which video tokens stay.
         audio_keep (`torch.BoolTensor` of shape `(Na,)`): which audio tokens stay.
-        gated_audio (`torch.LongTensor` of shape `(n,)`, *optional*): the audio tokens the selector scored (indices into
-            the layout's audio tokens); `None` when it scored none.
+        gated_audio (`torch.LongTensor` of shape `(n,)`, *optional*): the audio tokens the selector scored (indices
+            into the layout's audio tokens); `None` when it scored none.
         audio_gate (`torch.Tensor` of shape `(n,)`, *optional*): their straight-through gates, `hard - s` detached plus
             `s` (1 at kept, 0 at dropped tokens, with the selector's gradient), multiplied into their embeddings.
             `None`: no gate (nothing scored, or a selection that does not come from the selector).
