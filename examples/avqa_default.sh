@@ -22,7 +22,7 @@ python examples/make_avqa.py --output-dir "$WORK/avqa" --train 1000 --validation
 #    CPU time for stage 2); this script runs the schedule to its end and takes the same checkpoint.
 python examples/train.py --init avqa --hidden-size 64 --num-layers 4 --data "$WORK/avqa/train.jsonl" \
     --cache-dir "$WORK/encoded-train" --encode-workers 2 --video-min-pixels $SIZE --video-max-pixels $SIZE \
-    --freeze full --keep-ratio 1.0 --learning-rate 2e-3 --batch-size 16 --max-steps 3000 --save-steps 250 \
+    --freeze full --keep-ratios 1.0 --learning-rate 2e-3 --batch-size 16 --max-steps 3000 --save-steps 250 \
     --save-total-limit 20 --logging-steps 25 --seed 0 --output-dir "$WORK/stage1"
 
 # 2b. Stage 1, curriculum: after step 2000 the model answered pitch, count and order but colour and cross stayed at
@@ -33,7 +33,7 @@ grep '"id": "train-color-' "$WORK/avqa/train.jsonl" > "$WORK/avqa/train-color.js
 grep '"id": "train-cross-' "$WORK/avqa/train.jsonl" > "$WORK/avqa/train-cross.jsonl"
 awk -F'"' '{split($4, id, "-"); if (id[2] == "cross" || n[id[2]]++ < 500) print}' "$WORK/avqa/train.jsonl" \
     > "$WORK/avqa/train-mix.jsonl"
-COMMON="--video-min-pixels $SIZE --video-max-pixels $SIZE --freeze full --keep-ratio 1.0 --learning-rate 1e-3 \
+COMMON="--video-min-pixels $SIZE --video-max-pixels $SIZE --freeze full --keep-ratios 1.0 --learning-rate 1e-3 \
     --batch-size 16 --logging-steps 25 --seed 0 --encode-workers 2"
 python examples/train.py --model "$WORK/stage1/checkpoint-2000" --data "$WORK/avqa/train-color.jsonl" \
     --cache-dir "$WORK/encoded-color" $COMMON --lr-scheduler constant_with_warmup --max-steps 200 --save-steps 200 \
@@ -51,13 +51,13 @@ python examples/train.py --model "$WORK/stage1-cross" --data "$WORK/avqa/train-m
 #        the selector is not involved yet.
 python examples/train.py --model "$WORK/stage1-mix" --data "$WORK/avqa/train.jsonl" \
     --cache-dir "$WORK/encoded-train" --video-min-pixels $SIZE --video-max-pixels $SIZE --freeze paper \
-    --keep-ratio 1.0 0.25 --audio-keep-ratio 1.0 --learning-rate 5e-4 --batch-size 16 --max-steps 600 \
+    --keep-ratios 1.0 0.25 --audio-keep-ratio 1.0 --learning-rate 5e-4 --batch-size 16 --max-steps 600 \
     --save-steps 200 --save-total-limit 10 --logging-steps 25 --seed 0 --output-dir "$WORK/stage2-video"
 #    3b. Decoder and audio selector together (the selector through the straight-through gate), each batch at keep
 #        1.0, 0.5 or 0.25 so full-token accuracy is kept; the saved config compresses at 0.25.
 python examples/train.py --model "$WORK/stage2-video" --data "$WORK/avqa/train.jsonl" \
     --cache-dir "$WORK/encoded-train" --video-min-pixels $SIZE --video-max-pixels $SIZE --freeze paper \
-    --keep-ratio 1.0 0.5 0.25 --learning-rate 5e-4 --batch-size 16 --max-steps 600 --save-steps 200 \
+    --keep-ratios 1.0 0.5 0.25 --learning-rate 5e-4 --batch-size 16 --max-steps 600 --save-steps 200 \
     --save-total-limit 10 --logging-steps 25 --seed 0 --output-dir "$WORK/stage2"
 
 # 4. Export into the package: weights, configs and processor (no optimizer state, no remote-code copies).

@@ -6,17 +6,23 @@ rises), positive "scale it down". This script runs one clip at a time at a keep 
 loss and reports the mean gate gradient over the kept beep tokens and over the other kept audio tokens, per task.
 If the beeps do not get the more negative gradient, training cannot teach the selector to keep them.
 
+    python examples/make_avqa.py --output-dir avqa          # the dataset (once)
     python examples/avqa_gate_gradients.py --model MODEL --data avqa --split train --clips-per-task 24
+
+--model defaults to the embedded AVQA default; --data (default: avqa) must hold a dataset written by
+examples/make_avqa.py. Prints a markdown table; writes nothing.
 """
 
 import argparse
 import statistics
+import sys
 
 import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.tools.avqa import TASKS, event_token_masks, load_avqa_split
+from omnisift_hf.processing_omnisift import to_model_inputs
+from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, event_token_masks, load_avqa_split
 from omnisift_hf.training import OmniQADataCollator
 
 
@@ -31,7 +37,7 @@ def gate_gradients(model, collator, example, meta) -> tuple[list[float], list[fl
             captured["selection"] = selection
         return selection
 
-    batch = collator([example])
+    batch = to_model_inputs(collator([example]), model)  # on the model's device, floating inputs in its dtype
     model(**batch, token_selector=keep_gate).loss.backward()
     model.zero_grad(set_to_none=True)
     if not captured:
@@ -49,19 +55,42 @@ def gate_gradients(model, collator, example, meta) -> tuple[list[float], list[fl
     return on_beep, elsewhere
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="OmniSIFT checkpoint directory (model + processor)")
-    parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py")
+    parser.add_argument(
+        "--model", help="OmniSIFT checkpoint directory (model + processor); default: the embedded AVQA model"
+    )
+    parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py (default: avqa)")
     parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
-    parser.add_argument("--clips-per-task", type=int, default=24)
-    parser.add_argument("--keep-ratio", type=float, default=0.25)
+    parser.add_argument("--clips-per-task", type=int, default=24, help="clips per task (default: 24)")
+    parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="float32",
+        help="dtype the model is loaded in (default: float32); auto: the checkpoint's own",
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
-    model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(args.model)
+    try:
+        examples, metas = load_avqa_split(args.data, args.split, limit_per_task=args.clips_per_task)
+    except FileNotFoundError as error:
+        print(
+            f"error: {error}\nwrite the dataset first: python examples/make_avqa.py --output-dir {args.data}",
+            file=sys.stderr,
+        )
+        return 2
+    checkpoint = args.model or str(AVQA_CHECKPOINT)
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype).to(device).eval()
+    processor = AutoProcessor.from_pretrained(checkpoint)
     collator = OmniQADataCollator(processor, keep_ratio=args.keep_ratio)  # frames sampled as the processor says
-    examples, metas = load_avqa_split(args.data, args.split, limit_per_task=args.clips_per_task)
     print(f"keep {args.keep_ratio}; mean dL/dgate over kept audio tokens (negative = 'keep more')")
     print("| task | kept beep tokens | mean on beeps | kept other tokens | mean elsewhere |")
     print("|---|---|---|---|---|")
@@ -74,7 +103,8 @@ def main() -> None:
                 elsewhere += other
         mean = {name: f"{statistics.fmean(v):+.2e}" if v else "-" for name, v in (("b", on_beep), ("o", elsewhere))}
         print(f"| {task} | {len(on_beep)} | {mean['b']} | {len(elsewhere)} | {mean['o']} |")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,7 +5,7 @@ generate() latency and peak memory on a mid-size random config, padded-batch thr
     python examples/benchmark.py --json results.json             # also the raw numbers
     python examples/benchmark.py --sections flops                # the deterministic FLOPs table only (~1 minute)
     python examples/benchmark.py --quick                         # a smoke run in seconds
-    python examples/plot_benchmark.py results.json benchmark.png # FLOPs and latency against the keep ratio
+    python examples/plot_benchmark.py results.json               # ./benchmark.png: FLOPs, latency against keep ratio
 
 The same as `python -m omnisift_hf.benchmark`; `--help` lists every option and says what is measured how.
 """

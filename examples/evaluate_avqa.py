@@ -29,7 +29,7 @@ def main() -> int:
     parser.add_argument(
         "--model", help="OmniSIFT checkpoint directory (model + processor); default: the embedded AVQA model"
     )
-    parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py")
+    parser.add_argument("--data", default="avqa", help="directory written by examples/make_avqa.py (default: avqa)")
     parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
     parser.add_argument("--limit-per-task", type=int, help="evaluate only the first N clips of each task")
     parser.add_argument("--keep-ratios", type=float, nargs="+", default=[1.0, 0.5, 0.35, 0.25, 0.15])
@@ -37,17 +37,38 @@ def main() -> int:
     parser.add_argument("--no-ablation", action="store_true", help="skip the drop-all-audio ablation")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the paired intervals")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random baselines and the bootstrap (default: 0)"
+    )
     parser.add_argument("--per-clip", action="store_true", help="keep every clip's result in report.json")
-    parser.add_argument("--output-dir", default="avqa-eval")
+    parser.add_argument("--output-dir", default="avqa-eval", help="where the reports are written (default: avqa-eval)")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="float32",
+        help="dtype the model is loaded in (default: float32, as the published reports); auto: the checkpoint's own",
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
+    try:
+        examples, metas = load_avqa_split(args.data, args.split, args.limit_per_task)
+    except FileNotFoundError as error:
+        print(
+            f"error: {error}\nwrite the dataset first: python examples/make_avqa.py --output-dir {args.data}",
+            file=sys.stderr,
+        )
+        return 2
     checkpoint = args.model or str(AVQA_CHECKPOINT)
-    model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32)
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype)
     processor = AutoProcessor.from_pretrained(checkpoint)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device).eval()
-    examples, metas = load_avqa_split(args.data, args.split, args.limit_per_task)
     start = time.perf_counter()
     report = evaluate_avqa(
         model,
@@ -70,6 +91,7 @@ def main() -> int:
         "seed": args.seed,
         "seconds": round(time.perf_counter() - start, 1),
         "device": device,
+        "dtype": str(model.dtype).removeprefix("torch."),
     }
     if not args.per_clip:
         report.pop("per_clip")

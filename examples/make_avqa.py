@@ -18,8 +18,8 @@ from omnisift_hf.tools.avqa import TASKS, generate_avqa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default="avqa")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output-dir", default="avqa", help="where the dataset is written (default: avqa)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every clip and question (default: 0)")
     parser.add_argument("--train", type=int, default=2000, help="training clips per task (default: 2000)")
     parser.add_argument("--validation", type=int, default=100, help="validation clips per task (default: 100)")
     parser.add_argument("--test", type=int, default=500, help="test clips per task (default: 500)")

@@ -8,9 +8,11 @@ the prefill FLOPs saved. With your own clip, or a real checkpoint:
 
     python examples/quickstart.py
     python examples/quickstart.py --seed 7 --keep-ratio 0.15
-    python examples/quickstart.py --visualize kept.png
+    python examples/quickstart.py --visualize --output-dir out      # also writes out/kept.png
     python examples/quickstart.py --model org/omnisift-qwen2.5-omni-7b --video clip.mp4 \
         --question "What is the person doing?" --keep-ratio 0.25 --device cuda --dtype bfloat16
+
+Writes nothing unless --visualize is given.
 """
 
 import argparse
@@ -42,12 +44,24 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default: 0)")
     parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="dtype the model is loaded in; auto (default): the checkpoint's own (float32 for the embedded default)",
+    )
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (two extra prefill passes)")
-    parser.add_argument("--visualize", metavar="PNG", help="save a picture of the kept patches and audio tokens")
+    parser.add_argument(
+        "--visualize", action="store_true", help="also draw the kept patches and audio tokens into OUTPUT_DIR/kept.png"
+    )
+    parser.add_argument("--output-dir", default=".", help="where --visualize writes kept.png (default: .)")
     args = parser.parse_args()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
     model = args.model or str(AVQA_CHECKPOINT)
     step(f"loading {'the embedded default ' if args.model is None else ''}{model} ...")
@@ -72,8 +86,10 @@ def main() -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if args.visualize:  # inside the block: the synthetic clips live in `scratch`
-            step(f"drawing what is kept into {args.visualize} ...")
-            render_pipeline(pipe, requests[0]["video"], keep_ratio=args.keep_ratio).save(args.visualize)
+            picture = Path(args.output_dir) / "kept.png"
+            picture.parent.mkdir(parents=True, exist_ok=True)
+            step(f"drawing what is kept into {picture} ...")
+            render_pipeline(pipe, requests[0]["video"], keep_ratio=args.keep_ratio).save(picture)
         step(f"answering with keep_ratio={args.keep_ratio} (one batch) ...")
         results = pipe(
             requests, batch_size=len(requests), keep_ratio=args.keep_ratio, max_new_tokens=args.max_new_tokens
@@ -113,7 +129,8 @@ def main() -> int:
             print(f"{label}: {full[name] / 1e9:.2f} G -> {compressed[name] / 1e9:.2f} G ({saved:.1%} saved)")
         if args.model is None:
             print(
-                "  (small model: the encoders, paid in full at every ratio, are a large share; see the README's benchmarks)"
+                "  (small model: the encoders, paid in full at every ratio, are a large share; "
+                "see the README's benchmarks)"
             )
     return 0
 

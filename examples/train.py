@@ -1,17 +1,18 @@
 """Fine-tune OmniSIFT with `transformers.Trainer`: the audio selector alone, or the paper's recipe.
 
-With no arguments this runs offline in a few minutes on a CPU: the embedded tiny default (a random-weight OmniSIFT
+With no arguments this runs offline in about 10 s on a 2-core CPU: the embedded tiny default (a random-weight OmniSIFT
 model with a real Qwen2.5-Omni processor) trains on a small synthetic dataset written next to the checkpoint (clips
 of a square that changes colour every 2 seconds, with a tone; template questions about the colour and the tone),
 saves a checkpoint (model + processor) and answers two questions with it through `pipeline("omni-qa")`.
 
     python examples/train.py
-    python examples/train.py --freeze selector --keep-ratio 0.25 --output-dir selector-run
+    python examples/train.py --freeze selector --keep-ratios 0.25 --output-dir selector-run
     python examples/train.py --model Qwen/Qwen2.5-Omni-7B --data train.jsonl --freeze selector --bf16 \\
         --gradient-checkpointing --learning-rate 1e-4 --output-dir omnisift-selector
 
-Multi-GPU (DDP, DeepSpeed ZeRO-2/3) and the paper's full recipe: see examples/accelerate/README.md. The JSONL format
-is documented in `omnisift_hf.training.OmniQADataset`.
+Writes checkpoints, the final model and processor (and, with the default data, `synthetic-data/`) into --output-dir
+(default: omnisift-finetuned). Multi-GPU (DDP, DeepSpeed ZeRO-2/3) and the paper's full recipe: see
+examples/accelerate/README.md. The JSONL format is documented in `omnisift_hf.training.OmniQADataset`.
 """
 
 import argparse
@@ -69,10 +70,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", help="OmniSIFT or Qwen2.5-Omni checkpoint (directory or Hub id); default: tiny")
     parser.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
+        choices=["auto", "float32", "bfloat16", "float16"],
         default="float32",
-        help="dtype the --model weights are loaded in. float32 (default): fp32 master weights, the usual setting for "
-        "--bf16 mixed precision; bfloat16 halves the memory of frozen weights but trains in pure bf16",
+        help="dtype the weights are loaded in. float32 (default): fp32 master weights, the usual setting for "
+        "--bf16 mixed precision; bfloat16 halves the memory of frozen weights but trains in pure bf16 (float16 "
+        "likewise, in pure fp16); auto: the checkpoint's own (float32 for the tiny default)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="auto (default): the accelerator if there is one (one per process under accelerate / torchrun), else cpu",
     )
     parser.add_argument(
         "--init",
@@ -87,12 +95,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--video-min-pixels",
         type=int,
-        help="minimum pixels per sampled frame (default: the processor's, Qwen's 128 x 28 x 28); saved with the processor",
+        help="minimum pixels per sampled frame (default: the processor's, Qwen's 128 x 28 x 28); saved with the "
+        "processor",
     )
     parser.add_argument(
         "--video-max-pixels",
         type=int,
-        help="maximum pixels per sampled frame (default: the processor's, Qwen's 768 x 28 x 28); saved with the processor",
+        help="maximum pixels per sampled frame (default: the processor's, Qwen's 768 x 28 x 28); saved with the "
+        "processor",
     )
     parser.add_argument(
         "--freeze",
@@ -102,15 +112,17 @@ def parse_args() -> argparse.Namespace:
         "selector train, the published recipe), 'full' (everything). Default: paper",
     )
     parser.add_argument(
-        "--keep-ratio",
+        "--keep-ratios",
         type=float,
         nargs="+",
-        help="fraction of audio+video tokens kept during training (default: the model config's); also written to the "
-        "saved config, so the checkpoint answers at the ratio it was trained at. Several values (e.g. 1.0 0.25): each "
-        "batch draws one, and the config gets the smallest",
+        help="fraction(s) of audio+video tokens kept during training (default: the model config's); also written to "
+        "the saved config, so the checkpoint answers at the ratio it was trained at. One value: every batch; several "
+        "(e.g. 1.0 0.25): each batch draws one, and the config gets the smallest",
     )
-    parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratio (video)")
-    parser.add_argument("--audio-keep-ratio", type=float, help="per-modality override of --keep-ratio (audio)")
+    # The spelling of --keep-ratios before the examples shared one flag vocabulary; older recipes still work.
+    parser.add_argument("--keep-ratio", dest="keep_ratios", type=float, nargs="+", help=argparse.SUPPRESS)
+    parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratios (video)")
+    parser.add_argument("--audio-keep-ratio", type=float, help="per-modality override of --keep-ratios (audio)")
     parser.add_argument("--output-dir", default="omnisift-finetuned", help="checkpoints and the final model")
     parser.add_argument(
         "--epochs", type=float, help="training epochs (default: 1, the paper's; 6 on the tiny default)"
@@ -139,14 +151,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataloader-num-workers", type=int, default=0, help="processes decoding media (default: 0)")
     parser.add_argument("--deepspeed", help="a DeepSpeed JSON config (alternative to an accelerate config file)")
     parser.add_argument("--report-to", default="none", help="tensorboard, wandb, ... (default: none)")
-    parser.add_argument("--seed", type=int, default=42)
-    return parser.parse_args()
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random model, data order and keep-ratio draws (default: 0)"
+    )
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return args
 
 
 def main() -> int:
     args = parse_args()
     tiny = args.model is None
     output_dir = Path(args.output_dir)
+    on_accelerator = args.device != "cpu" and torch.accelerator.is_available()
     # Built before the model: under DeepSpeed ZeRO-3, `from_pretrained` must see the config to shard while loading.
     training_args = TrainingArguments(
         output_dir=str(output_dir),
@@ -165,9 +183,9 @@ def main() -> int:
         save_steps=args.save_steps,
         save_total_limit=args.save_total_limit,
         dataloader_num_workers=args.dataloader_num_workers,
-        # Without an accelerator, say so: transformers then allows bf16 autocast and gloo DDP on the CPU.
-        use_cpu=not torch.accelerator.is_available(),
-        dataloader_pin_memory=torch.accelerator.is_available(),
+        # On the CPU (chosen, or no accelerator), say so: transformers then allows bf16 autocast and gloo DDP there.
+        use_cpu=not on_accelerator,
+        dataloader_pin_memory=on_accelerator,
         deepspeed=args.deepspeed,
         report_to=args.report_to,
         seed=args.seed,
@@ -178,15 +196,17 @@ def main() -> int:
 
     # Weights: the tiny default, a checkpoint to resume (read through from_pretrained, which understands the key
     # layout save_pretrained writes; Trainer's own reload does not in transformers 5.24), or --model.
-    dtype = getattr(torch, args.dtype)
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     if args.resume_from_checkpoint:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.resume_from_checkpoint, dtype=dtype)
     elif tiny:
         model = (
             avqa_model(hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)
             if args.init == "avqa"
-            else tiny_model()
-        ).to(dtype)
+            else tiny_model(seed=args.seed)
+        )
+        if dtype != "auto":
+            model = model.to(dtype)
     else:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=dtype)
     processor = tiny_processor() if tiny else AutoProcessor.from_pretrained(args.model)
@@ -216,7 +236,7 @@ def main() -> int:
             processor.video_processor.size = bounds
         collator = OmniQADataCollator(
             processor,
-            keep_ratio=args.keep_ratio,
+            keep_ratio=args.keep_ratios,
             video_keep_ratio=args.video_keep_ratio,
             audio_keep_ratio=args.audio_keep_ratio,
         )
@@ -230,7 +250,7 @@ def main() -> int:
     # The saved config records the training ratios: the checkpoint compresses that way unless told otherwise.
     # With several training ratios it records the smallest: the compressed operating point being trained for.
     # A training keep ratio replaces the per-modality ratios of the loaded config, as it does in forward: a checkpoint
-    # trained with `--keep-ratio 0.25` alone must not keep an earlier stage's `audio_keep_ratio`.
+    # trained with `--keep-ratios 0.25` alone must not keep an earlier stage's `audio_keep_ratio`.
     if collator.keep_ratio is not None:
         ratios = collator.keep_ratio
         model.config.keep_ratio = min(ratios) if isinstance(ratios, tuple) else ratios
@@ -259,7 +279,7 @@ def main() -> int:
             print(f"loss: first logged {losses[0]:.4f}, last logged {losses[-1]:.4f}, mean {result.training_loss:.4f}")
         print(f"saved model and processor to {output_dir}")
         if tiny and args.data is None:
-            # The checkpoint directory is all pipeline("omni-qa") needs. After a minute, the tiny random model has
+            # The checkpoint directory is all pipeline("omni-qa") needs. After 36 steps, the tiny random model has
             # learnt the answer format and the most frequent answer, not yet to read the colour off the frames.
             pipe = pipeline("omni-qa", model=str(output_dir))
             print(f"pipeline('omni-qa', model={str(output_dir)!r}):")

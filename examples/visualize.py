@@ -1,12 +1,14 @@
 """Draw what OmniSIFT keeps of a clip: the sampled frames with dropped patches greyed out, and the audio timeline with
 the kept tokens marked, as a PNG.
 
-With no arguments this runs offline in seconds on the embedded tiny default (random weights, so which tokens survive
-is arbitrary; the layout, counts and mapping are real) and a synthetic 20 s clip with sound:
+With no arguments this runs offline in seconds on the embedded tiny default (random weights drawn from --seed, so
+which tokens survive is arbitrary; the layout, counts and mapping are real) and a synthetic 20 s clip with sound:
 
-    python examples/visualize.py
+    python examples/visualize.py                                    # writes ./compressed.png
     python examples/visualize.py --model org/omnisift-qwen2.5-omni-7b --video clip.mp4 --keep-ratio 0.25 \
-        --output kept.png --device cuda --dtype bfloat16
+        --output-dir pictures --device cuda --dtype bfloat16
+
+Writes `<output-dir>/compressed.png`.
 """
 
 import argparse
@@ -28,16 +30,29 @@ def main() -> int:
     parser.add_argument("--model", help="OmniSIFT checkpoint (directory or Hub id); default: the embedded tiny model")
     parser.add_argument("--video", help="video file; default: a synthetic 20 s clip with audio")
     parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
-    parser.add_argument("--output", default="compressed.png", help="PNG to write (default compressed.png)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the tiny default's random weights (default: 0)")
+    parser.add_argument("--output-dir", default=".", help="where compressed.png is written (default: .)")
     parser.add_argument("--columns", type=int, help="frames per row (default: up to 8)")
     parser.add_argument("--block-pixels", type=int, default=12, help="size of one token's block in the picture")
-    parser.add_argument("--device", default=None, help="e.g. cuda, cpu (default: cuda if available)")
-    parser.add_argument("--dtype", default="auto", help="model dtype: auto, bfloat16, float32")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="dtype the model is loaded in; auto (default): the checkpoint's own (float32 for the tiny default)",
+    )
     args = parser.parse_args()
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
     if args.model is None:
-        pipe = pipeline("omni-qa", model=tiny_model(), processor=tiny_processor(), device=device)
+        model = tiny_model(seed=args.seed)
+        if args.dtype != "auto":
+            model = model.to(getattr(torch, args.dtype))
+        pipe = pipeline("omni-qa", model=model, processor=tiny_processor(), device=device)
     else:
         pipe = pipeline("omni-qa", model=args.model, device=device, dtype=args.dtype)
     with tempfile.TemporaryDirectory() as scratch:
@@ -49,9 +64,11 @@ def main() -> int:
         except (FileNotFoundError, IsADirectoryError, ValueError, TypeError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
-    picture.save(args.output)
+    output = Path(args.output_dir) / "compressed.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(output)
     print(
-        f"wrote {args.output} ({picture.image.width} x {picture.image.height}): video tokens kept "
+        f"wrote {output} ({picture.image.width} x {picture.image.height}): video tokens kept "
         f"{picture.num_kept_video_tokens}/{picture.num_video_tokens}, audio tokens kept "
         f"{picture.num_kept_audio_tokens}/{picture.num_audio_tokens}"
     )

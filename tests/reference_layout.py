@@ -1,4 +1,5 @@
-"""Helpers of `test_convert.py` and `test_hub.py`: tiny checkpoints in the layouts the converter reads.
+"""Helpers of the checkpoint tests (`test_convert.py`, `test_hub.py`, `test_loading.py`, ...): tiny checkpoints in
+the layouts the converter reads.
 
 The published OmniSIFT checkpoint is a full Qwen2.5-Omni repository: config.json with `thinker_config`, safetensors
 shards with `thinker.*` keys in the pre-5.21 layout (`thinker.model.layers...`, `thinker.visual...`,
@@ -10,7 +11,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import full_model_config
+from helpers import full_model_config, perturb
 from safetensors.torch import save_file
 from transformers import Qwen2_5OmniThinkerConfig
 
@@ -63,19 +64,11 @@ def native_thinker_config(**overrides) -> Qwen2_5OmniThinkerConfig:
     return Qwen2_5OmniThinkerConfig(**fields)
 
 
-@torch.no_grad()
-def perturb_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
-    """Move every parameter away from its init, so that a re-initialised tensor never compares equal by accident."""
-    generator = torch.Generator().manual_seed(seed)
-    for parameter in module.parameters():
-        parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
-
-
 def random_model(seed: int = 0) -> OmniSiftForConditionalGeneration:
     """A tiny OmniSIFT model with every weight, selector included, moved off its init."""
     torch.manual_seed(seed)
     model = OmniSiftForConditionalGeneration(tiny_config())
-    perturb_(model, seed + 1)
+    perturb(model, seed=seed + 1)
     return model.eval()
 
 

@@ -52,6 +52,7 @@ def test_deterministic_given_the_seed(dataset, tmp_path):
     assert first["squares"] != ours["squares"]
 
 
+@pytest.mark.slow
 def test_parallel_writing_gives_the_same_files(dataset, tmp_path):
     generate_avqa(tmp_path, counts={"train": 2}, seed=3, num_workers=2)
     assert (tmp_path / "train.jsonl").read_text() == (dataset / "train.jsonl").read_text()
@@ -344,7 +345,8 @@ def test_gate_gradients_script_matches_finite_differences(dataset, processor):
 def test_gate_gradient_vanishes_with_one_decoder_layer(dataset, processor):
     """A pre-norm decoder sees a media token only through RMSNorm(token) in its first layer: scaling the token (what
     the gate does) changes nothing there, and with a single layer nothing downstream reads the token's residual. The
-    straight-through gradient then vanishes up to RMSNorm's epsilon: the selector needs >= 2 decoder layers to learn."""
+    straight-through gradient then vanishes up to RMSNorm's epsilon: the selector needs >= 2 decoder layers to
+    learn."""
     from omnisift_hf.tools.avqa import avqa_model
     from omnisift_hf.training import OmniQADataCollator
 

@@ -94,10 +94,10 @@ def test_plot_benchmark_renders_a_png(quick, tmp_path):
     image = plot_benchmark(quick[0])
     assert image.size == (1144, 484)
     assert len(image.getcolors(1 << 16)) > 10  # lines, text and legend, not a blank canvas
-    out = tmp_path / "plot.png"
+    out = tmp_path / "benchmark.png"
     sys_argv = sys.argv
     try:
-        sys.argv = ["plot_benchmark.py", str(quick[2]), str(out)]
+        sys.argv = ["plot_benchmark.py", str(quick[2]), "--output-dir", str(tmp_path)]
         runpy.run_path(str(EXAMPLES / "plot_benchmark.py"), run_name="__main__")
     except SystemExit as exit:
         assert exit.code in (0, None)
@@ -110,6 +110,7 @@ def test_plot_benchmark_with_missing_sections():
     assert plot_benchmark({"environment": {}}).size == (1144, 484)
 
 
+@pytest.mark.slow
 def test_meta_device_stages_match_a_real_forward():
     # The stage-by-stage meta count (layout from the tiny CPU run, one layer of each kind counted and multiplied,
     # vision counted per slice) equals FlopCounterMode on a real forward of the same model, and the meta count of
@@ -138,6 +139,7 @@ def test_flop_counter_counts_cpu_attention():
     assert counter.get_total_flops() == 4 * 2 * 16 * 16 * 8
 
 
+@pytest.mark.slow
 def test_cpu_memory_comes_from_a_fresh_process():
     """Full (non-quick) CPU runs measure each peak in a new process: a second call in the same process reuses memory
     the allocator kept resident and would report ~0. The probe runs the real child command line and returns bytes."""

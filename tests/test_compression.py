@@ -1,7 +1,8 @@
 """The pure token-selection functions of `omnisift_hf.compression`, each against a slow loop reference.
 
-References are written as literally as possible from docs/ARCHITECTURE.md: Python loops over frames, pairs, windows
-and rows, float64, no vectorisation. Random inputs are seeded; every test runs in milliseconds on CPU.
+References are written as literally as possible from the method as the OmniSIFT paper states it (summarised in
+README.md): Python loops over frames, pairs, windows and rows, float64, no vectorisation. Random inputs are seeded;
+every test runs in milliseconds on CPU.
 """
 
 import math
@@ -48,7 +49,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _stvp_reference(x: torch.Tensor, sizes: list[int], is_second: list[bool], rhos: list[float]) -> list[bool]:
-    """STVP as ARCHITECTURE.md states it, one frame at a time."""
+    """STVP as the paper states it (README.md summarises it), one frame at a time."""
     starts = [sum(sizes[:f]) for f in range(len(sizes))]
     frames = [x[starts[f] : starts[f] + sizes[f]] for f in range(len(sizes))]
     keep = [True] * x.shape[0]
@@ -574,7 +575,7 @@ def test_media_layout_batch_of_two_rows_by_hand():
     video_mask, audio_mask, temporal_ids = _batch(rows)
     seq_len = video_mask.shape[1]
     pad = seq_len - len(rows[0].tokens)  # row 0 is the shorter one and is left-padded
-    assert pad > 0
+    assert (len(rows[0].tokens), seq_len) == (103, 161) and pad == 58
     layout = media_layout(video_mask, audio_mask, temporal_ids)
     _assert_layout(
         layout,

@@ -5,7 +5,7 @@ import math
 import re
 
 import pytest
-from conftest import full_model_config
+from helpers import full_model_config
 from huggingface_hub.errors import StrictDataclassError
 from reference_layout import native_thinker_config
 from transformers import AutoConfig, Qwen2_5OmniThinkerConfig

@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_inputs
-from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs, perturb
 from huggingface_hub import ModelCard
 from reference_layout import (
     LEFT_BEHIND,
     PROCESSOR_FILES,
     native_thinker_config,
-    perturb_,
     random_model,
     write_reference_checkpoint,
     write_selector_file,
@@ -251,8 +249,9 @@ def test_logits_equal_source_model(converted, media_inputs, expected_output, loa
     assert type(loaded) is OmniSiftForConditionalGeneration
     with torch.no_grad():
         got = loaded.eval()(**media_inputs)  # at the ratios recorded in the config
-    assert got.num_kept_audio_tokens.item() < got.num_audio_tokens.item()
-    assert got.num_kept_video_tokens.item() < got.num_video_tokens.item()
+    # keep 0.35 with audio at 0.6 of 16 video + 100 audio tokens: the config's ratios, not keep 1.0
+    assert (got.num_kept_audio_tokens.item(), got.num_audio_tokens.item()) == (60, 100)
+    assert (got.num_kept_video_tokens.item(), got.num_video_tokens.item()) == (4, 16)
     assert torch.equal(got.kept_token_index, expected_output.kept_token_index)
     assert torch.equal(got.logits, expected_output.logits)
 
@@ -294,7 +293,7 @@ def test_thinker_only_checkpoint_plus_selector(tmp_path):
     """A thinker saved by transformers (`qwen2_5_omni_thinker`, keys without `thinker.`), one shard."""
     torch.manual_seed(50)
     native = Qwen2_5OmniThinkerForConditionalGeneration(native_thinker_config())
-    perturb_(native, seed=51)
+    perturb(native, seed=51)
     native.save_pretrained(tmp_path / "thinker")
     donor = random_model(seed=52)
     selector = write_selector_file(tmp_path / "selector.safetensors", donor, "compressor.")

@@ -4,7 +4,8 @@ compression, in the answer format it was trained on.
 
 The 40 clips are fixed (seeded), so the accuracies are deterministic: 0.850 at keep 1.0 and 0.725 at keep 0.25 when
 the floors were set (chance: 0.317). The floors sit 0.1 below, so they fail when loading, frame sampling,
-preprocessing or compression break, not on noise. The checkpoint's real accuracy is in the README (2,500 test clips)."""
+preprocessing or compression break, not on noise. The checkpoint's real accuracy is in the README (2,500 test
+clips)."""
 
 import numpy as np
 import pytest
@@ -60,6 +61,7 @@ def pipe():
     return pipeline("omni-qa", model=str(AVQA_CHECKPOINT))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("keep_ratio", [1.0, 0.25])
 def test_answers_fresh_clips_above_chance(pipe, fresh_clips, keep_ratio):
     requests, answers, tasks = fresh_clips

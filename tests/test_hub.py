@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.utils.hub as transformers_hub
-from conftest import build_inputs
-from helpers import BUNDLE_DIR, REMOTE_CODE_FILES
+from helpers import BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from reference_layout import random_model, write_reference_checkpoint
@@ -94,7 +93,7 @@ def test_sharded_save_and_load_bit_exact(model, tmp_path, media_inputs):
     total_bytes = sum(t.numel() * t.element_size() for t in state_dict.values())
     model.save_pretrained(tmp_path, max_shard_size=total_bytes // 4)
     shards = sorted(p.name for p in tmp_path.glob("model-*.safetensors"))
-    assert len(shards) >= 4, shards
+    assert len(shards) == 5, shards  # tensors are never split: 5 shards of <= 1/4 of the bytes
     assert not (tmp_path / "model.safetensors").exists()
     index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
     assert sorted(set(index["weight_map"].values())) == shards
@@ -154,7 +153,7 @@ def test_push_to_hub_uploads_expected_files(model, fake_hub, tmp_path):
     assert len(fake_hub.commits) == 1
     files = fake_hub.commits[0]
     shards = {name for name in files if name.startswith("model-") and name.endswith(".safetensors")}
-    assert len(shards) >= 2
+    assert len(shards) == 3, shards  # tensors are never split: 3 shards of <= 1/2 of the bytes
     expected = {
         "config.json",
         "generation_config.json",
@@ -223,6 +222,7 @@ REMOTE_LOAD_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_trust_remote_code_without_omnisift_hf(model, media_inputs, tmp_path):
     """Both a `save_pretrained` directory and a converted one load through each Auto class from their own code alone,
     in a fresh process where `import omnisift_hf` fails, and give this process's outputs exactly."""
@@ -246,7 +246,7 @@ def test_trust_remote_code_without_omnisift_hf(model, media_inputs, tmp_path):
 
     with torch.no_grad():
         expected = model(**media_inputs, **RATIOS)
-    assert expected.num_kept_audio_tokens.item() < expected.num_audio_tokens.item()  # the selector decided
+    assert (expected.num_kept_audio_tokens.item(), expected.num_audio_tokens.item()) == (60, 100)  # selector decided
     assert results["omnisift_modules"] == []
     assert results["mapping_registered"]  # registered by the remote modelling file itself
     for directory in directories:
@@ -281,7 +281,11 @@ def test_save_pretrained_with_processor_serves_every_loader(tmp_path):
     pipe = pipeline("omni-qa", model=str(tmp_path))
     assert type(pipe.model) is OmniSiftForConditionalGeneration
     assert_state_dicts_equal(pipe.model.state_dict(), model.state_dict())
-    assert pipe("What color is the square?", max_new_tokens=2)["answer"] is not None
+    # The saved directory answers exactly as the in-memory model and processor do (greedy, same prompt).
+    result = pipe("What color is the square?", max_new_tokens=2)
+    in_memory = pipeline("omni-qa", model=model, processor=processor)("What color is the square?", max_new_tokens=2)
+    assert isinstance(result["answer"], str) and result["answer"]
+    assert result == in_memory
 
 
 def test_push_to_hub_with_processor_uploads_its_files_in_the_same_commit(model, fake_hub):
@@ -292,7 +296,9 @@ def test_push_to_hub_with_processor_uploads_its_files_in_the_same_commit(model, 
     files = set(fake_hub.commits[0])
     assert PROCESSOR_FILES <= files
     assert {"config.json", "model.safetensors", *REMOTE_CODE_FILES} <= files
-    assert model._processor_to_push is None  # not kept after the call
+    # Private on purpose: transformers' push_to_hub cannot pass the processor on to save_pretrained, so the model
+    # holds it in this attribute for the duration of the call; it must not outlive the call (see also the next push).
+    assert model._processor_to_push is None
 
     model.push_to_hub("org/omnisift-tiny")  # without a processor: no processor files
     assert not PROCESSOR_FILES & set(fake_hub.commits[1])

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 
+@pytest.mark.slow
 def test_import_omnisift_hf_imports_no_tooling():
     code = "import sys, omnisift_hf; print(' '.join(sorted(m for m in sys.modules if m.startswith('omnisift_hf'))))"
     loaded = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split()
@@ -23,6 +24,7 @@ def test_former_tool_paths_still_import():
     assert benchmark.main is tools_benchmark.main
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", ["omnisift_hf.benchmark", "omnisift_hf.tools.benchmark"])
 def test_benchmark_module_runs_as_a_script(module):
     result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)

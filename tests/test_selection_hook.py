@@ -7,7 +7,7 @@ import inspect
 
 import pytest
 import torch
-from omnisift_hf.testing_utils import tiny_inputs as build_inputs
+from helpers import build_inputs
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerModel
 
 from omnisift_hf import KeepRatios, TokenSelection
@@ -96,7 +96,7 @@ def test_token_selector_reaches_the_prefill_of_generate(model, av_inputs):
         reference = model(**av_inputs, keep_ratio=0.25)
     assert len(calls) == 1  # the prefill only
     assert stats.num_kept_audio_tokens.item() == 0
-    assert stats.num_kept_video_tokens.item() == reference.num_kept_video_tokens.item()
+    assert stats.num_kept_video_tokens.item() == reference.num_kept_video_tokens.item() == 8  # STVP's 8 of 64
 
 
 def test_given_inputs_embeds_are_used_on_the_compressed_path(model, av_inputs):

@@ -207,6 +207,7 @@ def test_keep_ratio_in_the_batch_reaches_forward(dataset, processor):
     assert batch["video_keep_ratio"] == 0.5 and "keep_ratio" not in batch
 
 
+@pytest.mark.slow
 def test_several_keep_ratios_draw_one_per_batch_reproducibly(dataset, processor):
     collator = OmniQADataCollator(processor, keep_ratio=[1.0, 0.25])
     assert collator.keep_ratio == (1.0, 0.25)
@@ -495,14 +496,15 @@ def run_train_script(*args) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_train_script_records_the_training_ratios(tmp_path):
     """examples/train.py end to end on its default tiny model and synthetic data. `--keep-ratio 1.0 0.25` trains on
     both and the checkpoint compresses at 0.25; a later stage trained with `--keep-ratio` alone drops the earlier
     stage's `--audio-keep-ratio` from the config (forward gives a per-call keep ratio the same precedence)."""
     first, second = tmp_path / "first", tmp_path / "second"
-    run_train_script("--keep-ratio", "1.0", "0.25", "--audio-keep-ratio", "1.0", "--output-dir", first)
+    run_train_script("--keep-ratios", "1.0", "0.25", "--audio-keep-ratio", "1.0", "--output-dir", first)
     config = OmniSiftForConditionalGeneration.from_pretrained(first).config
     assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.25, None, 1.0)
-    run_train_script("--model", first, "--keep-ratio", "0.35", "--freeze", "selector", "--output-dir", second)
+    run_train_script("--model", first, "--keep-ratios", "0.35", "--freeze", "selector", "--output-dir", second)
     config = json.loads((second / "config.json").read_text())
     assert (config["keep_ratio"], config["video_keep_ratio"], config["audio_keep_ratio"]) == (0.35, None, None)

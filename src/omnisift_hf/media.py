@@ -16,9 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.functional import resize
+from transformers.image_utils import load_image as transformers_load_image
+
+# PyAV and qwen-omni-utils are imported where they are used: together they would add ~0.4 s to `import omnisift_hf`.
 
 __all__ = [
+    "AUDIO_TOKENS_PER_SECOND",
+    "CLIP_MEAN",
+    "CLIP_STD",
     "MEDIA_TYPES",
     "SAMPLING_RATE",
     "LoadedVideo",
@@ -29,9 +39,12 @@ __all__ = [
     "video_sampling_of",
 ]
 
-SAMPLING_RATE = 16000  # what the Qwen2.5-Omni audio encoder expects
-# The media a request can carry, in the order their items are listed.
-MEDIA_TYPES = ("video", "audio", "image")
+SAMPLING_RATE = 16000  # Hz: the audio sampling rate the Qwen2.5-Omni audio encoder expects
+AUDIO_TOKENS_PER_SECOND = 25  # Qwen2.5-Omni audio tokens (and M-RoPE temporal positions) per second
+MEDIA_TYPES = ("video", "audio", "image")  # the media a request can carry, in the order their items are listed
+# The image/video processors' normalisation (OpenAI CLIP's per-channel RGB mean and std, on 0..1 pixel values).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _VIDEO_SUFFIXES = ".mp4, .mkv, .webm, .mov, .avi"
 _AUDIO_SUFFIXES = ".wav, .flac, .mp3, .ogg, .m4a"
 
@@ -85,7 +98,8 @@ class LoadedVideo:
 
     frames: float tensor (T, 3, H, W) in 0..255, T even, H and W multiples of 28.
     fps: the rate the frames were sampled at (pass as the processor's `fps`).
-    audio: the audio track, mono float32 at 16 kHz, or None when the video has none (or it was not requested).
+    audio: the audio track, mono float32 at `load_video`'s `sampling_rate` (16 kHz by default), or None when the
+        video has none (or it was not requested).
     """
 
     frames: torch.Tensor
@@ -170,7 +184,7 @@ def load_audio(source, sampling_rate: int = SAMPLING_RATE, source_sampling_rate:
         if source_sampling_rate is None:
             raise ValueError(
                 "audio: an array was given without its sampling rate. Pass `sampling_rate` (e.g. "
-                '{"audio": array, "sampling_rate": 16000}) or resample it to 16000 Hz yourself.'
+                f'{{"audio": array, "sampling_rate": {SAMPLING_RATE}}}) or resample it to {SAMPLING_RATE} Hz yourself.'
             )
         waveform = source.detach().cpu().float().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
         if waveform.ndim == 2:
@@ -183,8 +197,6 @@ def load_audio(source, sampling_rate: int = SAMPLING_RATE, source_sampling_rate:
 
     path = _check_path("audio", source)
     if not _is_url(path):
-        import soundfile
-
         try:
             waveform, rate = soundfile.read(path, dtype="float32", always_2d=True)
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
@@ -204,7 +216,8 @@ def _sample_indices(total_frames: int, source_fps: float, sampling: VideoSamplin
     from qwen_omni_utils.v2_5.vision_process import smart_nframes
 
     options = {"fps": sampling.fps, "min_frames": sampling.min_frames, "max_frames": sampling.max_frames}
-    # qwen-omni-utils refuses clips shorter than 2 frames; we repeat the last frame instead (as it does for frame lists).
+    # qwen-omni-utils refuses clips shorter than 2 frames; we repeat the last frame instead (as it does for frame
+    # lists).
     nframes = smart_nframes(options, total_frames=max(total_frames, 2), video_fps=source_fps)
     indices = torch.linspace(0, total_frames - 1, nframes).round().long().tolist()
     return indices, nframes / max(total_frames, 1e-6) * source_fps
@@ -213,8 +226,6 @@ def _sample_indices(total_frames: int, source_fps: float, sampling: VideoSamplin
 def _resize(frames: torch.Tensor, sampling: VideoSampling) -> torch.Tensor:
     """Resize (T, 3, H, W) frames the way `qwen-omni-utils` does (bicubic, antialiased, float 0..255 out)."""
     from qwen_omni_utils.v2_5.vision_process import smart_resize
-    from torchvision.transforms import InterpolationMode
-    from torchvision.transforms.functional import resize
 
     count, _, height, width = frames.shape
     max_pixels = max(min(sampling.max_pixels, sampling.total_pixels / count * 2), int(sampling.min_pixels * 1.05))
@@ -250,7 +261,7 @@ def load_video(
     `source`: a path or http(s) URL of a video file (any container/codec FFmpeg decodes: mp4, mkv, webm, mov, ...),
     decoded with PyAV; or frames already in memory (an array/tensor (T, H, W, 3) or (T, 3, H, W), or a list of PIL
     images) recorded at `source_fps` frames per second (default: `sampling.fps`, i.e. taken as already sampled).
-    With `load_audio`, the file's audio track (if any) is decoded too, as mono 16 kHz.
+    With `load_audio`, the file's audio track (if any) is decoded too, as mono at `sampling_rate` Hz.
     """
     sampling = sampling or VideoSampling()
     if not isinstance(source, (str, Path)):
@@ -314,9 +325,6 @@ def load_video(
 def load_image(source):
     """Load an image as RGB `PIL.Image`: a path, an http(s) URL or base64 data (through transformers'
     `load_image`), a PIL image, or an array (H, W, 3)."""
-    from PIL import Image
-    from transformers.image_utils import load_image as transformers_load_image
-
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     if isinstance(source, (np.ndarray, torch.Tensor)):

@@ -29,6 +29,9 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["OmniQAPipeline"]
 
+# The media-token counts of `model.compression_stats` that every answer reports.
+_COUNT_KEYS = ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens")
+
 
 class OmniQAPipeline(Pipeline):
     """Answer questions about video (with its audio track), audio and images with an OmniSIFT model.
@@ -75,7 +78,9 @@ class OmniQAPipeline(Pipeline):
                 "omni-qa needs a Qwen2.5-Omni processor: save one next to the model (`processor.save_pretrained`) or "
                 "pass `processor=` to `pipeline()`."
             )
-        if getattr(self.model.config, "model_type", None) != "omnisift":
+        # Any backbone: an OmniSIFT model is one with the public selection hook (this module is saved as remote code
+        # next to a model and must not import the backbones).
+        if not callable(getattr(self.model, "select_tokens", None)):
             raise ValueError(
                 f"omni-qa runs OmniSIFT models, got a {type(self.model).__name__} (model_type="
                 f"{getattr(self.model.config, 'model_type', None)!r}). For Qwen2.5-Omni weights load "
@@ -209,7 +214,7 @@ class OmniQAPipeline(Pipeline):
         generated = torch.as_tensor(first(model_outputs["generated"])).reshape(-1)
         answer = self.processor.tokenizer.decode(generated, skip_special_tokens=skip_special_tokens)
         result = {"answer": answer.strip()}
-        for name in ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens"):
+        for name in _COUNT_KEYS:
             result[name] = int(torch.as_tensor(first(model_outputs[name])).reshape(-1)[0])
         result["prompt_tokens"] = int(torch.as_tensor(first(model_outputs["prompt_tokens"])).reshape(-1)[0])
         dropped = (
@@ -234,7 +239,7 @@ class OmniQAPipeline(Pipeline):
 def _kept_counts(stats, batch_size: int) -> dict[str, torch.Tensor]:
     """Kept-token counts of the latest prefill (`model.compression_stats`); zeros when the batch had no audio/video."""
     counts = {}
-    for name in ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens"):
+    for name in _COUNT_KEYS:
         value = getattr(stats, name, None) if stats is not None else None
         counts[name] = value.cpu() if value is not None else torch.zeros(batch_size, dtype=torch.long)
     return counts

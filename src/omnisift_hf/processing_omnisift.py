@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 # Keys of the dict form (and keyword form) of one request.
-INPUT_KEYS = ("question", "video", "audio", "image", "messages", "video_fps", "sampling_rate")
+INPUT_KEYS = ("question", *MEDIA_TYPES, "messages", "video_fps", "sampling_rate")
 # Qwen2.5-Omni's recommended system prompt (the model was trained with it); the pipeline's default.
 DEFAULT_SYSTEM_PROMPT = (
     "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
@@ -185,7 +185,7 @@ def group_by_audio_in_video(samples: list[dict]) -> dict[bool, list[int]]:
     """Indices of the samples per value of `use_audio_in_video` (samples without video join either group)."""
     flags = [sample.get("use_audio_in_video") for sample in samples]
     groups: dict[bool, list[int]] = {}
-    default = True if True in flags else False
+    default = True in flags
     for index, flag in enumerate(flags):
         groups.setdefault(default if flag is None else flag, []).append(index)
     return groups

@@ -5,8 +5,22 @@ follow the Qwen2.5-Omni processor's assumptions (128 mel bins, 14-pixel patches,
 25 position ids per second, 2-second chunks) so that real processor outputs fit the model.
 """
 
-import torch
+import json
+import os
 
+import torch
+from tokenizers import Regex, Tokenizer, pre_tokenizers, trainers
+from tokenizers.models import BPE
+from transformers import (
+    Qwen2_5OmniProcessor,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    Qwen2VLVideoProcessor,
+    WhisperFeatureExtractor,
+)
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+from .media import AUDIO_TOKENS_PER_SECOND, CLIP_MEAN, CLIP_STD, SAMPLING_RATE
 from .models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
 from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
 from .processing_omnisift import DEFAULT_SYSTEM_PROMPT
@@ -93,7 +107,6 @@ def tiny_config(**overrides) -> OmniSiftConfig:
 
 
 PATCH_DIM = 3 * 2 * 14 * 14  # channels * temporal patch * patch * patch
-POSITIONS_PER_SECOND = 25
 SECONDS_PER_CHUNK = 2
 
 
@@ -104,7 +117,7 @@ def audio_token_count(num_mel_frames: int) -> int:
 
 def _chunks(times: list[float]) -> list[int]:
     """Sizes of the 2-second chunks of a non-decreasing list of position ids (as the processor splits them)."""
-    per_chunk = POSITIONS_PER_SECOND * SECONDS_PER_CHUNK
+    per_chunk = AUDIO_TOKENS_PER_SECOND * SECONDS_PER_CHUNK
     sizes: dict[int, int] = {}
     for value in times:
         sizes[int(value // per_chunk)] = sizes.get(int(value // per_chunk), 0) + 1
@@ -157,7 +170,9 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
                     continue
                 use_audio_in_video = True
                 audios.append(mel)
-                video_times = [i * seconds_per_grid * POSITIONS_PER_SECOND for i in range(t) for _ in range(per_frame)]
+                video_times = [
+                    i * seconds_per_grid * AUDIO_TOKENS_PER_SECOND for i in range(t) for _ in range(per_frame)
+                ]
                 video_chunks = _chunks(video_times)
                 audio_chunks = _chunks(list(range(audio_token_count(mel))))
                 tokens += [TINY_TOKEN_IDS["vision_start"], TINY_TOKEN_IDS["audio_start"]]
@@ -251,13 +266,7 @@ def tiny_tokenizer():
     """A `Qwen2Tokenizer` (byte-level BPE, Qwen's pre-tokenizer) with a 400-token vocabulary trained in code on
     template sentences, plus every special token the Qwen2.5-Omni chat template and processor use, at the ids of
     `TINY_TOKEN_IDS`. Deterministic: the same vocabulary on every machine."""
-    import json
-
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-
-    bpe = Tokenizer(models.BPE())
+    bpe = Tokenizer(BPE())
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
@@ -305,24 +314,17 @@ def tiny_processor():
     """A `Qwen2_5OmniProcessor` for the tiny model: `tiny_tokenizer()`, Qwen2.5-Omni's image/video processors (14-pixel
     patches, temporal patch 2, merge size 2) and its 128-bin Whisper feature extractor (16 kHz), with
     `TINY_CHAT_TEMPLATE`. `save_pretrained` / `AutoProcessor.from_pretrained` round-trip offline."""
-    from transformers import (
-        Qwen2_5OmniProcessor,
-        Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
-        WhisperFeatureExtractor,
-    )
-
     vision = {
         "patch_size": 14,
         "temporal_patch_size": 2,
         "merge_size": 2,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
     }
     return Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(**vision),
         video_processor=Qwen2VLVideoProcessor(**vision),
-        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, chunk_length=300),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLING_RATE, chunk_length=300),
         tokenizer=tiny_tokenizer(),
         chat_template=TINY_CHAT_TEMPLATE,
     )
@@ -341,8 +343,6 @@ def tiny_model(seed: int = 0, **config_overrides):
 def save_tiny_default(directory, seed: int = 0) -> str:
     """Write `tiny_model(seed)` and `tiny_processor()` into `directory` (one directory that `from_pretrained`,
     `AutoProcessor.from_pretrained` and `pipeline("omni-qa", model=directory)` load) and return its path."""
-    import os
-
     tiny_model(seed).save_pretrained(directory)
     tiny_processor().save_pretrained(directory)
     return os.fspath(directory)

@@ -42,13 +42,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
 from transformers import ProcessorMixin
 from transformers.utils import logging
 
+from .compression import check_keep_ratio
 from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
-from .models.qwen2_5_omni.configuration_omnisift import check_keep_ratio
+from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
 from .processing_omnisift import collate_omni_inputs, prepare_omni_inputs
 
 logger = logging.get_logger(__name__)
@@ -68,15 +71,10 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------------
 # Freezing policies
 # ---------------------------------------------------------------------------------------------------------------------
-# Parameter groups of `OmniSiftForConditionalGeneration`, by name prefix. Anything else (nothing, in the stock model)
+# Every OmniSIFT model declares its parameter groups by name prefix (`parameter_groups`); the group names are the same
+# for every backbone, the prefixes are its own. These are Qwen2.5-Omni's. Anything else (nothing, in the stock model)
 # is reported as "other" and trains only under the "full" policy.
-PARAMETER_GROUPS = {
-    "audio_tower": "model.audio_tower.",
-    "visual": "model.visual.",
-    "language_model": "model.language_model.",
-    "lm_head": "lm_head.",
-    "compressor": "compressor.",
-}
+PARAMETER_GROUPS = OmniSiftForConditionalGeneration.parameter_groups
 _OTHER_GROUP = "other"
 
 # Which groups train under each policy.
@@ -123,18 +121,21 @@ class TrainableParameters:
         return "\n".join(lines)
 
 
-def _group_of(name: str) -> str:
-    return next((group for group, prefix in PARAMETER_GROUPS.items() if name.startswith(prefix)), _OTHER_GROUP)
+def _group_of(name: str, groups: dict[str, str]) -> str:
+    return next((group for group, prefix in groups.items() if name.startswith(prefix)), _OTHER_GROUP)
 
 
-def _named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+def _named_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str, str]]:
+    """The model's parameters and its parameter groups (name prefixes)."""
+    groups = getattr(model, "parameter_groups", None)
     named = list(model.named_parameters())
-    if not any(name.startswith(PARAMETER_GROUPS["compressor"]) for name, _ in named):
+    if not isinstance(groups, dict) or not any(name.startswith(groups["compressor"]) for name, _ in named):
         raise TypeError(
-            f"expected an OmniSiftForConditionalGeneration (parameters named `compressor.*`, `model.visual.*`, ...), "
+            f"expected an OmniSIFT model such as OmniSiftForConditionalGeneration (its `parameter_groups`: "
+            "`compressor.*`, `model.visual.*`, ...), "
             f"got a {type(model).__name__}. Freeze the model before wrapping it (PEFT, DDP, DeepSpeed)."
         )
-    return named
+    return named, groups
 
 
 def count_trainable_parameters(model: nn.Module) -> TrainableParameters:
@@ -142,10 +143,11 @@ def count_trainable_parameters(model: nn.Module) -> TrainableParameters:
 
     Tied weights count once. Under DeepSpeed ZeRO-3 the full (unpartitioned) sizes are counted.
     """
-    trainable = dict.fromkeys(PARAMETER_GROUPS, 0)
-    total = dict.fromkeys(PARAMETER_GROUPS, 0)
-    for name, parameter in _named_parameters(model):
-        group = _group_of(name)
+    named, groups = _named_parameters(model)
+    trainable = dict.fromkeys(groups, 0)
+    total = dict.fromkeys(groups, 0)
+    for name, parameter in named:
+        group = _group_of(name, groups)
         size = getattr(parameter, "ds_numel", parameter.numel())  # ZeRO-3 partitions leave numel() == 0
         total[group] = total.get(group, 0) + size
         trainable[group] = trainable.get(group, 0) + (size if parameter.requires_grad else 0)
@@ -187,8 +189,9 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
     if policy not in FREEZE_POLICIES:
         raise ValueError(f"freeze: unknown policy {policy!r}; choose one of {', '.join(map(repr, FREEZE_POLICIES))}.")
     trained_groups = FREEZE_POLICIES[policy]
-    for name, parameter in _named_parameters(model):
-        parameter.requires_grad_(_group_of(name) in trained_groups)
+    named, groups = _named_parameters(model)
+    for name, parameter in named:
+        parameter.requires_grad_(_group_of(name, groups) in trained_groups)
     counts = count_trainable_parameters(model)
     counts = TrainableParameters(policy=policy, trainable=counts.trainable, total=counts.total)
     logger.info(str(counts))
@@ -579,8 +582,6 @@ class _EncodeJob(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index):
-        from safetensors.torch import save_file
-
         number, path = self.paths[index]
         sample = self.collator.encode(OmniQADataCollator._example(self.dataset[number]))
         flag = str(sample.pop("use_audio_in_video")).lower()
@@ -625,8 +626,8 @@ class EncodedOmniQADataset(Dataset):
             if found != settings:
                 changed = sorted(key for key in set(found) | set(settings) if found.get(key) != settings.get(key))
                 raise ValueError(
-                    f"EncodedOmniQADataset: cache_dir={os.fspath(self.cache_dir)!r} holds examples encoded for another "
-                    f"dataset or other settings (differs in {changed}); delete it or pass another cache_dir."
+                    f"EncodedOmniQADataset: cache_dir={os.fspath(self.cache_dir)!r} holds examples encoded for "
+                    f"another dataset or other settings (differs in {changed}); delete it or pass another cache_dir."
                 )
         else:
             manifest.write_text(json.dumps(settings, indent=1) + "\n")
@@ -644,8 +645,6 @@ class EncodedOmniQADataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        from safetensors import safe_open
-
         with safe_open(self.paths[index], framework="pt") as handle:
             metadata = handle.metadata()
             sample = {key: handle.get_tensor(key) for key in handle.keys()}

@@ -4,21 +4,25 @@ Every clip is a static grey background with silence plus steady low noise, and t
 a coloured square visible for about one second and/or a beep of 0.3-0.5 s. Throwing away the wrong tokens loses the
 answer, so accuracy against retention measures whether a selector keeps the informative tokens.
 
-Clips (`clip_seconds` = 6 s by default) are 112 x 112 H.264 video at 10 fps with a lossless FLAC audio track (16 kHz) in
-Matroska (`.mkv`, so beep timings are exact: no AAC priming delay). Sample them with [`AVQA_VIDEO_SAMPLING`] (Qwen's
-2 fps policy, but `min_pixels = max_pixels = 112 * 112`): frames stay 112 x 112 = 4 x 4 merged tokens = **16 video
-tokens per temporal slice** (one slice = 2 sampled frames = ~1 s). With the default `VideoSampling` the processor
-upscales every frame to >= 128 tokens (8x the tokens and far slower training for no extra information).
+Clips (`clip_seconds` = 6 s by default) are 112 x 112 H.264 video at 10 fps with a lossless FLAC audio track
+(16 kHz) in Matroska (`.mkv`, so beep timings are exact: no AAC priming delay). Sample them with
+[`AVQA_VIDEO_SAMPLING`] (Qwen's 2 fps policy, but `min_pixels = max_pixels = 112 * 112`): frames stay 112 x 112 =
+4 x 4 merged tokens = **16 video tokens per temporal slice** (one slice = 2 sampled frames = ~1 s). With the default
+`VideoSampling` the processor upscales every frame to >= 128 tokens (8x the tokens and far slower training for no
+extra information).
 
 Task mix (one question per clip; every clip also has an event of the other modality as a distractor):
 
-| task     | clip                                                    | question                                   | answers            |
-|----------|---------------------------------------------------------|--------------------------------------------|--------------------|
-| `color`  | 1 square (~1 s), 1 beep of random pitch                 | What color was the square?                 | ` red` ` green` ` blue` ` yellow` |
-| `pitch`  | 1 beep, 1 square                                        | Which pitch was the beep, 1 (lowest) to 4? | `1` `2` `3` `4`    |
-| `count`  | 1-3 beeps (same pitch), 1 square                        | How many beeps did you hear?               | `1` `2` `3`        |
-| `order`  | 1 square and 1 beep at different times (>= 0.5 s apart) | Which came first, the beep or the square?  | ` beep` ` square`  |
-| `cross`  | 2 squares of different colours, 1 beep during one       | What color was on screen when the beep sounded? | the 4 colours |
+| task    | clip                                                 | question (`QUESTIONS`)                          |
+|---------|------------------------------------------------------|-------------------------------------------------|
+| `color` | 1 square (~1 s), 1 beep of random pitch              | What color was the square?                      |
+| `pitch` | 1 beep, 1 square                                     | Which pitch was the beep, 1 (lowest) to 4?      |
+| `count` | 1-3 beeps (same pitch), 1 square                     | How many beeps did you hear?                    |
+| `order` | 1 square, 1 beep at different times (>= 0.5 s apart) | Which came first, the beep or the square?       |
+| `cross` | 2 squares of different colours, 1 beep during one    | What color was on screen when the beep sounded? |
+
+Answers (`ANSWERS`): `color` and `cross` ` red` ` green` ` blue` ` yellow`; `pitch` `1` `2` `3` `4`; `count` `1`
+`2` `3`; `order` ` beep` ` square`.
 
 Beep pitches are 300 / 500 / 800 / 1300 Hz. Every answer is one token of `tiny_tokenizer()` (the answer strings carry
 their leading space where the single token has one: `" red"` is one token, `"red"` is two). Answers are drawn
@@ -28,14 +32,15 @@ uniformly per task (`order`: the two events are placed at random times, so its a
 Events map to tokens through the processor's layout (`event_token_masks`): video token `k` of a sample is temporal
 slice `k // 16`, merged patch row `(k % 16) // 4`, column `k % 4` (28 x 28 pixels each); slice `s` is sampled frames
 `2s, 2s+1`, whose times come from the same sampling as `load_video`. A square token is a (slice, patch) where the
-square covers >= 1/4 of the patch in either frame. Audio token `j` covers `[0.04 j, 0.04 (j+1))` s (25 per second);
+square covers >= 1/4 of the patch in either frame. Audio token `j` covers `[0.04 j, 0.04 (j+1))` s
+(`AUDIO_TOKENS_PER_SECOND` = 25 per second);
 a beep token overlaps a beep by >= 20 ms.
 
 Evaluation ([`evaluate_avqa`]) is teacher-forced: the prompt plus the answer is run once per condition and the logits
 at the answer position are compared over the task's candidate answer tokens (single-token answers make this a
 classification); `accuracy` is that, `top1` is the argmax over the whole vocabulary. Baselines are `token_selector`s
-([`baseline_selector`], the model's public selection hook): they run OmniSIFT's selection first and then choose *different*
-tokens with *the same counts* per frame (video) and per window (audio), so retention matches exactly:
+([`baseline_selector`], the model's public selection hook): they run OmniSIFT's selection first and then choose
+*different* tokens with *the same counts* per frame (video) and per window (audio), so retention matches exactly:
 `random` (random video per frame, random audio per window), `uniform` (whole frames evenly spaced in time, the
 sample's kept-video count filled exactly, the last chosen frame partly with evenly spaced patches; audio evenly
 strided per window), `stvp_random_audio` (STVP's video, random audio per window) and the ablation `no_audio` (all
@@ -47,15 +52,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import multiprocessing
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from ..compression import segment_rank
-from ..media import VideoSampling
+from ..media import AUDIO_TOKENS_PER_SECOND, SAMPLING_RATE, VideoSampling, _sample_indices
+from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
+from ..processing_omnisift import to_model_inputs
+from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_config, tiny_model
+from ..training import OmniQADataCollator, OmniQADataset
+from .synthetic import mux_audio, mux_video
+from .visualization import _panel
 
 __all__ = [
     "ANSWERS",
@@ -107,8 +121,6 @@ METHODS = ("omnisift", *BASELINES)
 # the package. `pipeline("omni-qa", model=str(AVQA_CHECKPOINT))`; its processor samples frames at 112 x 112.
 AVQA_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "avqa-tiny"
 
-SAMPLING_RATE = 16000
-AUDIO_TOKENS_PER_SECOND = 25
 _SPLIT_INDEX = {split: i for i, split in enumerate(SPLITS)}
 
 
@@ -211,12 +223,8 @@ def make_clip_spec(task: str, rng: np.random.Generator, clip_seconds: float = 6.
 
 def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise: float = 0.005) -> str:
     """Write the clip of `spec` with PyAV: H.264 video (grey 128 background, the squares while visible; frame `i`
-    shows a square when `start <= i / fps < end`) and mono 16 kHz FLAC audio (lossless) (Gaussian noise of std `noise`, sine beeps
-    of amplitude 0.5 with 10 ms fades). Use a `.mkv` path."""
-    import av
-
-    from .synthetic import mux_audio, mux_video
-
+    shows a square when `start <= i / fps < end`) and mono 16 kHz FLAC audio (lossless) (Gaussian noise of std
+    `noise`, sine beeps of amplitude 0.5 with 10 ms fades). Use a `.mkv` path."""
     size, seconds = spec["size"], spec["seconds"]
     num_frames = round(seconds * fps)
     samples = round(seconds * SAMPLING_RATE)
@@ -310,8 +318,6 @@ def generate_avqa(
         if num_workers == 1:
             written = [_write_one(job) for job in jobs]
         else:
-            import multiprocessing
-
             with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
                 written = pool.map(_write_one, jobs, chunksize=16)
         (directory / f"{split}.jsonl").write_text("".join(json.dumps(line) + "\n" for line, _ in written))
@@ -323,8 +329,6 @@ def generate_avqa(
 def load_avqa_split(directory, split: str = "test", limit_per_task: int | None = None):
     """The `OmniQADataset` of `<split>.jsonl` and its metadata records (same order), optionally the first
     `limit_per_task` clips of each task."""
-    from ..training import OmniQADataset
-
     directory = Path(directory)
     dataset = OmniQADataset(directory / f"{split}.jsonl")
     metas = [json.loads(line) for line in (directory / f"{split}.meta.jsonl").read_text().splitlines() if line]
@@ -355,10 +359,8 @@ def avqa_model(
     seed: int = 0,
 ):
     """A randomly initialised OmniSIFT model for training on AVQA: the tiny vocabulary and processor layout of
-    `omnisift_hf.tiny`, with a larger decoder (the issue's recipe: text hidden 128-256, 4 layers, 2-layer audio
-    encoder). Pair it with `tiny_processor()`."""
-    from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_config, tiny_model
-
+    `omnisift_hf.testing_utils`, with a larger decoder (the issue's recipe: text hidden 128-256, 4 layers, 2-layer
+    audio encoder). Pair it with `tiny_processor()`."""
     head_dim = hidden_size // num_heads
     half = head_dim // 2
     temporal = half // 4
@@ -401,8 +403,6 @@ def avqa_model(
         selector_mlp_size=16,
     )
     model = tiny_model(seed)  # for its generation config
-    from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
-
     torch.manual_seed(seed)
     trained = OmniSiftForConditionalGeneration(config).eval()
     trained.generation_config = model.generation_config
@@ -413,8 +413,6 @@ def avqa_model(
 # Events -> tokens
 # ---------------------------------------------------------------------------------------------------------------------
 def _sampled_frame_times(meta: dict, sampling: VideoSampling) -> list[float]:
-    from ..media import _sample_indices
-
     total = round(meta["seconds"] * meta["fps"])
     indices, _ = _sample_indices(total, float(meta["fps"]), sampling)
     return [index / meta["fps"] for index in indices]
@@ -512,9 +510,8 @@ def _rechoose(method: str, layout, video_keep, audio_keep, generator):
         return _uniform_video(layout, video_keep), _uniform_audio(layout, audio_keep)
     if method == "stvp_random_audio":
         return video_keep, random_audio()
-    if method == "no_audio":
-        return torch.ones_like(video_keep), audio_keep & ~windowed
-    raise ValueError(f"AVQA: unknown method {method!r}; choose from {(*METHODS, 'no_audio')}")
+    # "no_audio", the last method `baseline_selector` accepts.
+    return torch.ones_like(video_keep), audio_keep & ~windowed
 
 
 def baseline_selector(model, method: str = "omnisift", seed: int = 0):
@@ -576,9 +573,6 @@ def evaluate_avqa(
     """Teacher-forced accuracy of `model` on AVQA `examples` (with their `metas`, see [`load_avqa_split`]) for every
     method x keep ratio, with achieved retention, event-token recall and paired bootstrap 95% intervals of OmniSIFT
     minus each baseline. Returns a JSON-serialisable report (see [`markdown_report`])."""
-    from ..processing_omnisift import to_model_inputs
-    from ..training import OmniQADataCollator
-
     collator = OmniQADataCollator(processor, video_sampling=sampling)
     tokenizer = processor.tokenizer
     video_id, audio_id = model.config.video_token_id, model.config.audio_token_id
@@ -747,10 +741,6 @@ def markdown_report(report: dict) -> str:
 
 def plot_avqa(report: dict):
     """A Pillow chart of overall accuracy against achieved retention, one line per method (`PIL.Image`)."""
-    from PIL import Image, ImageDraw
-
-    from .visualization import _panel
-
     series = {}
     for entry in report["conditions"].values():
         if entry["method"] == "no_audio":

@@ -8,9 +8,9 @@
 Sections (all keep ratios of one section are measured side by side in the same run):
 
 - `flops`: FLOPs of one prefill of the real Qwen2.5-Omni-7B and -3B thinkers, counted on the meta device (no weights;
-  see `omnisift_hf.profiling.MetaPrefillFlops` for what is counted how), split into vision encoder, audio encoder,
-  compression (the selector; STVP has no matrix product), decoder and lm_head, for 2 fps clips with audio at the
-  processor's default resolution (24 x 24 patches per temporal slice of 2 frames -> 144 LLM tokens per second of
+  see `omnisift_hf.tools.profiling.MetaPrefillFlops` for what is counted how), split into vision encoder, audio
+  encoder, compression (the selector; STVP has no matrix product), decoder and lm_head, for 2 fps clips with audio at
+  the processor's default resolution (24 x 24 patches per temporal slice of 2 frames -> 144 LLM tokens per second of
   video, 25 audio tokens per second). Deterministic: no timing.
 - `prefill`: the mid-size random config (text hidden 1024, 8 layers, 16 / 4 heads, intermediate 2816; vision depth 2,
   hidden 128; audio 2 layers, d_model 128; tiny vocabulary) on a 20 s clip: FLOPs of a real forward, median prefill
@@ -45,9 +45,11 @@ import time
 from collections.abc import Callable
 
 import torch
+import transformers
 from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
+from ..media import AUDIO_TOKENS_PER_SECOND
 from ..processing_omnisift import to_model_inputs
 from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_inputs, tiny_model
 from .profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, measure_clip_layouts, qwen2_5_omni_config
@@ -66,7 +68,7 @@ __all__ = [
 
 SECTIONS = ("flops", "prefill", "generate", "batch")
 
-# The mid-size random config of the compression issue, on the tiny vocabulary of `omnisift_hf.tiny`.
+# The mid-size random config of the compression issue, on the tiny vocabulary of `omnisift_hf.testing_utils`.
 MID_SIZE = {
     "text_config": {
         "vocab_size": TINY_VOCAB_SIZE,
@@ -238,6 +240,8 @@ def fresh_process_memory_probe(args: argparse.Namespace) -> Callable[[str, float
             args.dtype,
             "--device",
             "cpu",
+            "--seed",
+            str(args.seed),
             "--max-new-tokens",
             str(args.max_new_tokens),
             "--no-progress",
@@ -311,11 +315,6 @@ class TokenClock(BaseStreamer):
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _inputs(samples: list[list[tuple]], model, seed: int = 0) -> dict:
     return to_model_inputs(tiny_inputs(samples, seed=seed), model)
 
@@ -379,7 +378,7 @@ def flops_section(
         ),
         "clip": (
             f"2 fps, {patches[0]} x {patches[1]} patches per temporal slice ({patches[0] * patches[1] // 4} video "
-            "tokens/s), 25 audio tokens/s, 16 + 24 text tokens"
+            f"tokens/s), {AUDIO_TOKENS_PER_SECOND} audio tokens/s, 16 + 24 text tokens"
         ),
         "rows": rows,
     }
@@ -518,6 +517,7 @@ def generate_section(
 def batch_section(
     model,
     samples: list[list[tuple]],
+    seed: int,
     batch_sizes: list[int],
     keep_ratio: float,
     repeats: int,
@@ -532,7 +532,7 @@ def batch_section(
     rows = []
     for batch_size in batch_sizes:
         batches = [
-            _inputs(samples[start : start + batch_size], model, seed=start)
+            _inputs(samples[start : start + batch_size], model, seed=seed + start)
             for start in range(0, len(samples), batch_size)
         ]
         times = []
@@ -575,7 +575,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny model, 4 s clip, 1 repeat, 7B FLOPs only"
     )
-    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # the old name of --quick
     parser.add_argument("--seconds", type=int, default=20, help="clip length of prefill / generate (default 20)")
     parser.add_argument(
         "--patches",
@@ -588,12 +587,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--keep-ratios", type=float, nargs="+", default=[1.0, 0.35, 0.25])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs before the timed ones")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: cuda if available, else cpu"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and inputs (default 0)")
     parser.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],
         default="auto",
-        help="model dtype; auto = bfloat16 on CUDA, float32 on CPU (CPUs without bf16 matrix units are very slow in bf16)",
+        help=(
+            "model dtype; auto = bfloat16 on CUDA, float32 on CPU (CPUs without bf16 matrix units are very slow in "
+            "bf16)"
+        ),
     )
     parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per sample (forced)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
@@ -612,8 +617,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the requested sections; returns the report (what `--json` writes)."""
-    if args.quick or args.tiny:
-        args.quick = True
+    if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
         args.flops_seconds = [args.seconds]
@@ -628,7 +632,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def _run(args: argparse.Namespace) -> dict:
     quick = args.quick
-    device = torch.device(args.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     dtype = {"auto": torch.bfloat16 if device.type == "cuda" else torch.float32}.get(args.dtype) or getattr(
         torch, args.dtype
     )
@@ -638,12 +642,13 @@ def _run(args: argparse.Namespace) -> dict:
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
             "dtype": str(dtype).removeprefix("torch."),
             "torch": torch.__version__,
-            "transformers": __import__("transformers").__version__,
+            "transformers": transformers.__version__,
             "threads": torch.get_num_threads(),
             "model": "tiny" if quick else "mid-size",
             "quick": quick,
             "repeats": args.repeats,
             "warmup": args.warmup,
+            "seed": args.seed,
         }
     }
     if "flops" in args.sections:
@@ -654,10 +659,10 @@ def _run(args: argparse.Namespace) -> dict:
     if not timed:
         return report
 
-    model = tiny_model(seed=0) if quick else tiny_model(seed=0, **MID_SIZE)
+    model = tiny_model(seed=args.seed) if quick else tiny_model(seed=args.seed, **MID_SIZE)
     model = model.to(device, dtype)
     patches = tuple(args.patches)
-    inputs = _inputs([clip_segments(args.seconds, patches)], model)
+    inputs = _inputs([clip_segments(args.seconds, patches)], model, seed=args.seed)
     if args.memory_probe:
         _memory_probe_main(args, model, inputs)
         return report
@@ -690,6 +695,7 @@ def _run(args: argparse.Namespace) -> dict:
             **batch_section(
                 model,
                 samples,
+                args.seed,
                 args.batch_sizes,
                 args.batch_keep_ratio,
                 args.repeats,

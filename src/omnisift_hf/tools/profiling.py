@@ -9,10 +9,10 @@ not halve it). Two ways to count:
 - `MetaPrefillFlops(config).count(layout)`: the real Qwen2.5-Omni-7B / 3B sizes (`qwen2_5_omni_config`) without
   weights, on the meta device. The meta device has shapes but no values, and OmniSIFT's token selection reads values
   (top-k, gathers, `.item()`), so the count is taken per stage from the shapes a prefill has:
-  1. `measure_clip_layouts` runs the tiny random model of `omnisift_hf.tiny` on CPU on the same token layout (the
-     processor's placeholder layout for the clip) and reads the kept-token counts and the selector's input shapes.
-     Both depend only on the layout and the keep ratios (STVP drops `floor(n * rho)` tokens per frame, VGAS keeps a
-     fixed number per window), never on values or on the hidden size, so they are those of the 7B model.
+  1. `measure_clip_layouts` runs the tiny random model of `omnisift_hf.testing_utils` on CPU on the same token
+     layout (the processor's placeholder layout for the clip) and reads the kept-token counts and the selector's
+     input shapes. Both depend only on the layout and the keep ratios (STVP drops `floor(n * rho)` tokens per frame,
+     VGAS keeps a fixed number per window), never on values or on the hidden size, so they are those of the 7B model.
   2. The real-size encoders, selector, decoder and lm_head then run on meta tensors of those shapes; identical layers
      are counted once and multiplied (see `MetaPrefillFlops`). The test suite checks that this equals
      FlopCounterMode on a real forward of the same (small) model, stage for stage.
@@ -26,8 +26,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
+    chunk_and_pad_features,
+    get_audio_cu_seqlens,
+    get_pool_indices,
+    get_valid_indices,
+)
+from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
+from ..media import AUDIO_TOKENS_PER_SECOND
 from ..models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
+from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
+from ..testing_utils import tiny_inputs, tiny_model
 
 __all__ = [
     "FLOP_GROUPS",
@@ -198,12 +208,17 @@ class ClipLayout:
         return {**asdict(self), "retention": self.retention}
 
 
+# The audio encoder's convolution and pooling each halve the mel frames: 4 mel frames (40 ms) per audio token.
+_MEL_FRAMES_PER_AUDIO_TOKEN = 4
+
+
 def clip_segments(seconds: int, patches: tuple[int, int] = (24, 24), text: tuple[int, int] = (16, 24)) -> list[tuple]:
-    """One prompt of `omnisift_hf.tiny.tiny_inputs`: `text[0]` text tokens, a `seconds` clip at 2 fps (one temporal
-    slice of 2 frames per second) of `patches` 14-pixel patches per frame with its audio track (100 mel frames per
-    second -> 25 audio tokens per second), `text[1]` text tokens. The default is the processor's default resolution
-    for small frames (24 x 24 patches, 144 LLM tokens per slice)."""
-    return [("text", text[0]), ("video", seconds, patches[0], patches[1], 100 * seconds), ("text", text[1])]
+    """One prompt of `omnisift_hf.testing_utils.tiny_inputs`: `text[0]` text tokens, a `seconds` clip at 2 fps (one
+    temporal slice of 2 frames per second) of `patches` 14-pixel patches per frame with its audio track (100 mel
+    frames per second -> `AUDIO_TOKENS_PER_SECOND` = 25 audio tokens per second), `text[1]` text tokens. The default
+    is the processor's default resolution for small frames (24 x 24 patches, 144 LLM tokens per slice)."""
+    mel_frames = _MEL_FRAMES_PER_AUDIO_TOKEN * AUDIO_TOKENS_PER_SECOND * seconds
+    return [("text", text[0]), ("video", seconds, patches[0], patches[1], mel_frames), ("text", text[1])]
 
 
 def measure_clip_layouts(
@@ -212,8 +227,6 @@ def measure_clip_layouts(
     """Token layouts of `clip_segments(seconds, patches, text)` at each keep ratio, from forwards of the tiny random
     model on CPU (kept counts and selector shapes depend on the layout and the ratios only, not on values or widths).
     The selector's input shapes are read with a forward hook on `model.compressor`."""
-    from ..testing_utils import tiny_inputs, tiny_model
-
     model = tiny_model()
     inputs = tiny_inputs([clip_segments(seconds, patches, text)])
     grid = inputs.pop("video_grid_thw")
@@ -315,8 +328,6 @@ class MetaPrefillFlops:
             vision.depth = len(kinds)
             self._audio_layers = {0: audio.encoder_layers}
             audio.encoder_layers = 1
-        from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
-
         with torch.device("meta"):
             self.model = OmniSiftForConditionalGeneration(counted).eval()
         self._vision_per_slice: dict[tuple[int, int], int] = {}
@@ -338,12 +349,6 @@ class MetaPrefillFlops:
         return total
 
     def _vision_exact(self, grid_thw: tuple[int, int, int]) -> int:
-        from transformers.vision_utils import (
-            get_vision_attention_seqlens,
-            get_vision_position_ids,
-            get_vision_window_index,
-        )
-
         visual = self.model.model.visual
         vision = visual.config
         grid = torch.tensor([grid_thw])
@@ -380,13 +385,6 @@ class MetaPrefillFlops:
     def audio(self, mel_frames: int) -> int:
         """Audio encoder FLOPs for one audio item of `mel_frames` mel frames."""
         if mel_frames not in self._audio:
-            from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
-                chunk_and_pad_features,
-                get_audio_cu_seqlens,
-                get_pool_indices,
-                get_valid_indices,
-            )
-
             tower = self.model.model.audio_tower
             audio = tower.config
             lengths = torch.tensor([mel_frames])

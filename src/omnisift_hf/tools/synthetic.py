@@ -7,6 +7,8 @@ import av
 import numpy as np
 import soundfile
 
+from ..media import SAMPLING_RATE
+
 __all__ = ["mux_audio", "mux_video", "write_synthetic_audio", "write_synthetic_clip"]
 
 
@@ -16,9 +18,10 @@ def write_synthetic_clip(
     fps: int = 10,
     size: tuple[int, int] = (112, 112),
     audio: bool = True,
-    sampling_rate: int = 16000,
+    sampling_rate: int = SAMPLING_RATE,
 ) -> str:
-    """Write a synthetic audio-visual clip with PyAV (H.264 video; AAC audio in .mp4/.mkv, Opus in .webm, Vorbis in .ogv).
+    """Write a synthetic audio-visual clip with PyAV (H.264 video; AAC audio in .mp4/.mkv, Opus in .webm, Vorbis in
+    .ogv).
 
     The video shows a coloured square that moves across a grey background and changes colour every 2 seconds; the
     audio is a tone whose pitch follows the square's colour. Deterministic, offline, well under a second for 20 s.
@@ -83,7 +86,7 @@ def mux_audio(container, stream, waveform, chunk: int = 1024) -> None:
         container.mux(packet)
 
 
-def write_synthetic_audio(path, seconds: float = 4.0, sampling_rate: int = 16000) -> str:
+def write_synthetic_audio(path, seconds: float = 4.0, sampling_rate: int = SAMPLING_RATE) -> str:
     """Write a mono tone sweep with soundfile (format from the suffix: .wav, .flac, .ogg)."""
 
     time = np.arange(round(seconds * sampling_rate)) / sampling_rate

@@ -3,7 +3,8 @@
 - `render_pipeline(pipe, "clip.mp4", keep_ratio=0.25)`, `render_model_output(outputs, inputs, config)` and the drawing
   primitive `render_compressed_clip(...)`: the sampled frames (one tile per temporal slice of 2 frames) with the
   dropped patch blocks greyed out, and the audio timeline with the kept audio tokens marked.
-- `plot_benchmark(report)`: FLOPs, latency and memory against the keep ratio, from `omnisift_hf.benchmark`'s JSON.
+- `plot_benchmark(report)`: FLOPs, latency and memory against the keep ratio, from `omnisift_hf.tools.benchmark`'s
+  JSON.
 
 How kept tokens map back to pixels: the Qwen2-VL video processor cuts each temporal slice (2 frames) into 14-pixel
 patches and orders them block by block (2 x 2 patches per block, blocks in row-major order); the vision encoder merges
@@ -21,6 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..media import AUDIO_TOKENS_PER_SECOND, CLIP_MEAN, CLIP_STD
+from ..processing_omnisift import to_model_inputs
+
 __all__ = [
     "CompressionPicture",
     "frames_from_pixel_values",
@@ -31,10 +35,6 @@ __all__ = [
     "render_model_output",
     "render_pipeline",
 ]
-
-# Qwen2-VL / Qwen2.5-Omni video processor defaults (OpenAI CLIP normalisation, 14-pixel patches, 2 frames per slice).
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 # Layout of `render_compressed_clip`, in pixels. Image width: 2 * MARGIN + columns * tile width + (columns - 1) * GAP.
 # Height: MARGIN + TITLE_HEIGHT + rows * (tile height + LABEL_HEIGHT) + (rows - 1) * GAP, plus
@@ -229,7 +229,7 @@ def render_compressed_clip(
     video_keep: torch.Tensor,
     audio_keep: torch.Tensor | None = None,
     seconds_per_slice: float = 1.0,
-    audio_tokens_per_second: float = 25.0,
+    audio_tokens_per_second: float = AUDIO_TOKENS_PER_SECOND,
     columns: int | None = None,
     block_pixels: int = 12,
     title: str | None = None,
@@ -242,7 +242,7 @@ def render_compressed_clip(
         video_keep (`torch.BoolTensor` of shape `(T, Hb, Wb)`): kept LLM video tokens of each slice, row-major blocks.
         audio_keep (`torch.BoolTensor` of shape `(Na,)`, *optional*): kept audio tokens, in time order.
         seconds_per_slice: seconds covered by one slice (1.0 at Qwen's 2 fps).
-        audio_tokens_per_second: audio tokens per second (25 in Qwen2.5-Omni).
+        audio_tokens_per_second: audio tokens per second (`media.AUDIO_TOKENS_PER_SECOND`, 25 in Qwen2.5-Omni).
         columns: tiles per row (default: up to 8).
         block_pixels: side of one block in the picture.
         title: first line (default: the kept counts).
@@ -451,8 +451,6 @@ def render_pipeline(
     >>> picture.save("/tmp/compressed.png")
     ```
     """
-    from ..processing_omnisift import to_model_inputs
-
     model = pipe.model
     model_inputs = to_model_inputs(pipe.preprocess({"video": video, "question": question}), model, pipe.device)
     with torch.no_grad():

@@ -1,7 +1,9 @@
 """Convert a Qwen2.5-Omni or OmniSIFT checkpoint into one directory in this package's format.
 
-    python -m omnisift_hf.models.qwen2_5_omni.convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
+    omnisift-convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
     omnisift-convert Qwen/Qwen2.5-Omni-7B omnisift-untuned --selector selector.safetensors --keep-ratio 0.35
+
+(`omnisift-convert` is `python -m omnisift_hf.models.qwen2_5_omni.convert`.)
 
 SRC is a local directory or a Hub repository id holding
 - the published OmniSIFT checkpoint: a full Qwen2.5-Omni `config.json` (`thinker_config` inside) and safetensors shards
@@ -10,11 +12,11 @@ SRC is a local directory or a Hub repository id holding
   safetensors file with selector weights (keys prefixed `thinker.compressor.`, `compressor.` or bare).
 
 Every thinker tensor of SRC is kept (the published checkpoint fine-tuned the language model too). DST then holds
-`config.json` (model_type `omnisift`, the keep ratios, the selector sizes, `auto_map`), safetensors shards in the layout
-`OmniSiftForConditionalGeneration.save_pretrained` writes (one output shard per input shard), the remote-code files,
-the processor/tokenizer files of SRC and a model card, so that `OmniSiftForConditionalGeneration.from_pretrained`,
-`AutoModel.from_pretrained` (with `omnisift_hf` imported) and `AutoModel.from_pretrained(..., trust_remote_code=True)`
-(without) all load it.
+`config.json` (model_type `omnisift`, the keep ratios, the selector sizes, `auto_map`), safetensors shards in the
+layout `OmniSiftForConditionalGeneration.save_pretrained` writes (one output shard per input shard), the remote-code
+files, the processor/tokenizer files of SRC and a model card, so that
+`OmniSiftForConditionalGeneration.from_pretrained`, `AutoModel.from_pretrained` (with `omnisift_hf` imported) and
+`AutoModel.from_pretrained(..., trust_remote_code=True)` (without) all load it.
 
 Memory: one input shard at a time. Everything is written into a hidden sibling directory that is renamed into place at
 the end, so a failed conversion leaves no DST behind.
@@ -374,8 +376,9 @@ def _build_config(source: Path, plan: _Plan, num_heads: int, ratios: dict[str, f
     hidden_size = config_dict["text_config"]["hidden_size"]
     if selector_in != hidden_size:
         raise ValueError(
-            f"The selector's `a_proj.weight` has shape {list(shapes['a_proj.weight'])}, i.e. input size {selector_in}, "
-            f"but SRC's text hidden size is {hidden_size}; pass the selector trained for this model size."
+            f"The selector's `a_proj.weight` has shape {list(shapes['a_proj.weight'])}, i.e. input size "
+            f"{selector_in}, but SRC's text hidden size is {hidden_size}; pass the selector trained for this model "
+            "size."
         )
     if selector_width % num_heads != 0:
         raise ValueError(
@@ -554,7 +557,9 @@ print(model.compression_stats.num_kept_video_tokens, model.compression_stats.num
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="omnisift-convert",
-        description="Convert a Qwen2.5-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a time).",
+        description=(
+            "Convert a Qwen2.5-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a time)."
+        ),
     )
     parser.add_argument("src", help="local directory or Hub repository id of the checkpoint")
     parser.add_argument("dst", help="directory to write (must not exist or be empty, unless --overwrite)")

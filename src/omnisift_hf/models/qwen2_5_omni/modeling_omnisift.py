@@ -117,6 +117,14 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
     _no_split_modules = [*Qwen2_5OmniThinkerForConditionalGeneration._no_split_modules, "OmniSiftAudioSelector"]
     # Token selection has data-dependent shapes: no full-graph compilation.
     _can_compile_fullgraph = False
+    # Name prefixes of the parameter groups that the freezing policies of `omnisift_hf.training` choose from.
+    parameter_groups = {
+        "audio_tower": "model.audio_tower.",
+        "visual": "model.visual.",
+        "language_model": "model.language_model.",
+        "lm_head": "lm_head.",
+        "compressor": "compressor.",
+    }
 
     def __init__(self, config: OmniSiftConfig):
         super().__init__(config)
