@@ -17,12 +17,12 @@ import argparse
 import statistics
 import sys
 
-import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.processing_omnisift import to_model_inputs
 from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, event_token_masks, load_avqa_split
+from omnisift_hf.tools.cli import add_device_and_dtype, parse_device, parse_dtype
 from omnisift_hf.training import OmniQADataCollator
 
 
@@ -64,19 +64,9 @@ def main() -> int:
     parser.add_argument("--split", default="train", choices=["train", "validation", "test"])
     parser.add_argument("--clips-per-task", type=int, default=24, help="clips per task (default: 24)")
     parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="float32",
-        help="dtype the model is loaded in (default: float32); auto: the checkpoint's own",
-    )
+    add_device_and_dtype(parser, dtype_default="float32")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = parse_device(parser, args)
 
     try:
         examples, metas = load_avqa_split(args.data, args.split, limit_per_task=args.clips_per_task)
@@ -87,7 +77,7 @@ def main() -> int:
         )
         return 2
     checkpoint = args.model or str(AVQA_CHECKPOINT)
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = parse_dtype(args)
     model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype).to(device).eval()
     processor = AutoProcessor.from_pretrained(checkpoint)
     collator = OmniQADataCollator(processor, keep_ratio=args.keep_ratio)  # frames sampled as the processor says

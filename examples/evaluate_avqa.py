@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from transformers import AutoProcessor
 
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, METHODS, evaluate_avqa, load_avqa_split, markdown_report, plot_avqa
+from omnisift_hf.tools.cli import add_device_and_dtype, parse_device, parse_dtype
 
 
 def main() -> int:
@@ -42,19 +42,9 @@ def main() -> int:
     )
     parser.add_argument("--per-clip", action="store_true", help="keep every clip's result in report.json")
     parser.add_argument("--output-dir", default="avqa-eval", help="where the reports are written (default: avqa-eval)")
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="float32",
-        help="dtype the model is loaded in (default: float32, as the published reports); auto: the checkpoint's own",
-    )
+    add_device_and_dtype(parser, dtype_default="float32")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = parse_device(parser, args)
 
     try:
         examples, metas = load_avqa_split(args.data, args.split, args.limit_per_task)
@@ -65,7 +55,7 @@ def main() -> int:
         )
         return 2
     checkpoint = args.model or str(AVQA_CHECKPOINT)
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = parse_dtype(args)
     model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype)
     processor = AutoProcessor.from_pretrained(checkpoint)
     model.to(device).eval()

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf.processing_omnisift import to_model_inputs
 from omnisift_hf.tools.avqa import AVQA_CHECKPOINT, TASKS, make_clip_spec, write_clip
+from omnisift_hf.tools.cli import add_device_and_dtype, parse_device
 from omnisift_hf.tools.profiling import count_prefill_flops
 from omnisift_hf.tools.visualization import render_pipeline
 
@@ -44,24 +44,14 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic clips (default: 0)")
     parser.add_argument("--keep-ratio", type=float, default=0.25, help="fraction of audio+video tokens kept")
     parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="dtype the model is loaded in; auto (default): the checkpoint's own (float32 for the embedded default)",
-    )
+    add_device_and_dtype(parser, dtype_default="auto")
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (two extra prefill passes)")
     parser.add_argument(
         "--visualize", action="store_true", help="also draw the kept patches and audio tokens into OUTPUT_DIR/kept.png"
     )
     parser.add_argument("--output-dir", default=".", help="where --visualize writes kept.png (default: .)")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = parse_device(parser, args)
 
     model = args.model or str(AVQA_CHECKPOINT)
     step(f"loading {'the embedded default ' if args.model is None else ''}{model} ...")

@@ -28,6 +28,7 @@ from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.media import video_sampling_of
 from omnisift_hf.testing_utils import tiny_model, tiny_processor
 from omnisift_hf.tools.avqa import avqa_model
+from omnisift_hf.tools.cli import DTYPES, parse_dtype
 from omnisift_hf.tools.synthetic import write_synthetic_audio, write_synthetic_clip
 from omnisift_hf.training import (
     FREEZE_POLICIES,
@@ -70,7 +71,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", help="OmniSIFT or Qwen2.5-Omni checkpoint (directory or Hub id); default: tiny")
     parser.add_argument(
         "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
+        choices=DTYPES,
         default="float32",
         help="dtype the weights are loaded in. float32 (default): fp32 master weights, the usual setting for "
         "--bf16 mixed precision; bfloat16 halves the memory of frozen weights but trains in pure bf16 (float16 "
@@ -196,7 +197,7 @@ def main() -> int:
 
     # Weights: the tiny default, a checkpoint to resume (read through from_pretrained, which understands the key
     # layout save_pretrained writes; Trainer's own reload does not in transformers 5.24), or --model.
-    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    dtype = parse_dtype(args)
     if args.resume_from_checkpoint:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.resume_from_checkpoint, dtype=dtype)
     elif tiny:

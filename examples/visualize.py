@@ -21,6 +21,7 @@ from transformers import pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline)
 from omnisift_hf.testing_utils import tiny_model, tiny_processor
+from omnisift_hf.tools.cli import add_device_and_dtype, parse_device
 from omnisift_hf.tools.synthetic import write_synthetic_clip
 from omnisift_hf.tools.visualization import render_pipeline
 
@@ -34,19 +35,9 @@ def main() -> int:
     parser.add_argument("--output-dir", default=".", help="where compressed.png is written (default: .)")
     parser.add_argument("--columns", type=int, help="frames per row (default: up to 8)")
     parser.add_argument("--block-pixels", type=int, default=12, help="size of one token's block in the picture")
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto (default): cuda if available, else cpu"
-    )
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="dtype the model is loaded in; auto (default): the checkpoint's own (float32 for the tiny default)",
-    )
+    add_device_and_dtype(parser, dtype_default="auto")
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = parse_device(parser, args)
 
     if args.model is None:
         model = tiny_model(seed=args.seed)
