@@ -242,6 +242,9 @@ def write_clip(path, spec: dict, rng: np.random.Generator, fps: int = 10, noise:
         video.width = video.height = size
         video.pix_fmt = "yuv420p"
         video.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        # One encoding thread, set on the context itself too: PyAV opens codecs with automatic slice threading.
+        video.codec_context.thread_count = 1
+        video.codec_context.thread_type = "NONE"
         video.codec_context.flags |= av.codec.context.Flags.bitexact
         audio = container.add_stream("flac", rate=SAMPLING_RATE, layout="mono")
 
