@@ -4,6 +4,8 @@
 interleaving of video and audio chunks), without needing a tokenizer, so each test controls every token count.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -73,3 +75,18 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
     generator = torch.Generator().manual_seed(seed)
     for parameter in module.parameters():
         parameter.add_(torch.randn(parameter.shape, generator=generator, dtype=parameter.dtype) * scale)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the bad-input table (`test_bad_inputs.py`).
+
+    name: a short id. call: performs the call, given a fresh temporary directory. error: the exception type the call
+    must raise, or `None` when the call must succeed and warn (through transformers' logging). words: substrings the
+    message (the exception's or the warning's) must contain: the argument or file, the value, and what to do.
+    """
+
+    name: str
+    call: Callable[[Path], object]
+    error: type[BaseException] | None
+    words: tuple[str, ...]

@@ -49,6 +49,7 @@ def test_bundle_imports_only_torch_transformers_and_itself(name):
         "re",
         "ast",
         "pathlib",
+        "threading",
     }
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -6,12 +6,20 @@ that must stop the conversion with a clear message and leave no DST."""
 import configparser
 import importlib
 import json
+import logging
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from cases_converter import CASES
 from helpers import BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs, perturb
 from huggingface_hub import ModelCard
 from reference_layout import (
@@ -489,7 +497,9 @@ def test_unsupported_model_type(tmp_path):
     model.save_pretrained(tmp_path / "src")
     config = json.loads((tmp_path / "src" / "config.json").read_text())
     (tmp_path / "src" / "config.json").write_text(json.dumps({**config, "model_type": "qwen2_vl"}))
-    with pytest.raises(ValueError, match=r"SRC config.json has model_type 'qwen2_vl'; expected a Qwen2.5-Omni"):
+    with pytest.raises(
+        ValueError, match=r"SRC config.json '.*config.json' has model_type 'qwen2_vl'; expected a Qwen"
+    ):
         convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
     assert leftovers(tmp_path, "out") == []
 
@@ -525,3 +535,218 @@ def test_bad_keep_ratio_is_refused_before_reading(source, tmp_path):
     with pytest.raises(ValueError, match=r"`keep_ratio` must be in \(0, 1\]"):
         convert(directory, tmp_path / "out", keep_ratio=1.5)
     assert leftovers(tmp_path, "out") == []
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SRC and DST apart, interruptions, corrupted files
+# ---------------------------------------------------------------------------------------------------------------------
+def file_contents(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def staging_leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*") if p.name.endswith((".partial", ".previous")))
+
+
+def test_cli_never_replaces_its_source(source, tmp_path, capsys):
+    """`omnisift-convert s s --overwrite` used to replace the source (talker, token2wav, spk_dict.pt gone)."""
+    _, directory = source
+    src = tmp_path / "ckpt"
+    src.mkdir()
+    for path in directory.iterdir():
+        (src / path.name).write_bytes(path.read_bytes())
+    before = file_contents(src)
+    (tmp_path / "link").symlink_to(src, target_is_directory=True)
+    for dst in (src, src / "converted", tmp_path, tmp_path / "link"):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(src), str(dst), "--overwrite", "--selector-num-heads", "2"])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and "Traceback" not in error
+        assert error.startswith(f"omnisift-convert: error: DST '{dst}'") and f"SRC '{src}'" in error, error
+        assert "pass a DST outside SRC" in error
+        assert file_contents(src) == before
+    assert staging_leftovers(tmp_path) == []
+
+
+def test_sigterm_removes_the_staging_directory(source, tmp_path, monkeypatch):
+    """SIGTERM mid-way used to leave the hidden `.DST.*.partial` directory behind (the default action ends the process
+    without any clean-up). The converter now turns it into `SystemExit(143)` for the duration of the conversion."""
+    _, directory = source
+    handlers = []
+
+    def terminated_while_writing(target, module_file):
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        assert handlers[-1] is not signal.SIG_DFL, "no SIGTERM handler: the signal would end the test process"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(convert_module, "write_remote_code", terminated_while_writing)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(SystemExit) as exit_info:
+        convert(directory, tmp_path / "out", selector_num_heads=2)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert leftovers(tmp_path, "out") == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_sigterm_handler_of_the_caller_stays_in_charge(source, tmp_path, monkeypatch):
+    _, directory = source
+
+    class Stop(Exception):
+        pass
+
+    def caller_handler(signum, frame):
+        raise Stop
+
+    def terminated_while_writing(target, module_file):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+
+    monkeypatch.setattr(convert_module, "write_remote_code", terminated_while_writing)
+    previous = signal.signal(signal.SIGTERM, caller_handler)
+    try:
+        with pytest.raises(Stop):
+            convert(directory, tmp_path / "out", selector_num_heads=2)
+        assert signal.getsignal(signal.SIGTERM) is caller_handler
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert leftovers(tmp_path, "out") == []
+
+
+SLOW_CONVERSION = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import omnisift_hf.models.qwen2_5_omni.convert as convert_module
+
+    def stalled(target, module_file):
+        Path(sys.argv[3]).write_text(str(target))
+        time.sleep(60)
+
+    convert_module.write_remote_code = stalled
+    convert_module.main([sys.argv[1], sys.argv[2], "--selector-num-heads", "2"])
+    """
+)
+
+
+@pytest.mark.slow
+def test_killed_conversions_leave_nothing_behind(source, tmp_path, caplog):
+    """SIGTERM: the staging directory is removed at once and the process exits 143. SIGKILL: nothing can run, so the
+    next conversion into the same DST removes the directory (its marker names a process that has ended), and says so;
+    directories it does not recognise, or whose process still runs, are left alone."""
+    _, directory = source
+    runs = {}
+    for name in ("term", "kill"):
+        flag = tmp_path / f"{name}.started"
+        command = [sys.executable, "-c", SLOW_CONVERSION, str(directory), str(tmp_path / name), str(flag)]
+        runs[name] = (subprocess.Popen(command, stderr=subprocess.PIPE), flag)
+    deadline = time.monotonic() + 120
+    while not all(flag.exists() for _, flag in runs.values()):
+        assert time.monotonic() < deadline and all(p.poll() is None for p, _ in runs.values()), "no conversion started"
+        time.sleep(0.1)
+    assert len(leftovers(tmp_path, "term")) == len(leftovers(tmp_path, "kill")) == 1  # the staging directories
+    runs["term"][0].send_signal(signal.SIGTERM)
+    runs["kill"][0].kill()
+    assert runs["term"][0].wait(timeout=60) == 128 + signal.SIGTERM, runs["term"][0].stderr.read().decode()
+    assert runs["kill"][0].wait(timeout=60) == -signal.SIGKILL
+    assert leftovers(tmp_path, "term") == []
+    (killed,) = leftovers(tmp_path, "kill")
+
+    foreign = tmp_path / ".kill.foreign.partial"  # not written by the converter
+    foreign.mkdir()
+    running = tmp_path / ".kill.running.partial"  # written by a process that still runs (this one)
+    running.mkdir()
+    marker = {"pid": os.getpid(), "host": convert_module.socket.gethostname()}
+    (running / convert_module._STAGING_MARKER).write_text(json.dumps(marker))
+    with caplog.at_level(logging.WARNING):
+        convert(directory, tmp_path / "kill", selector_num_heads=2)
+    assert leftovers(tmp_path, "kill") == sorted(["kill", foreign.name, running.name])
+    removed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Removed")]
+    assert len(removed) == 1 and killed in removed[0] and f"process {runs['kill'][0].pid}" in removed[0]
+
+
+def test_truncated_shard_is_one_line(source, tmp_path, capsys):
+    """A truncated shard used to end in a raw safetensors traceback."""
+    _, directory = source
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in directory.iterdir():
+        (src / path.name).write_bytes(path.read_bytes())
+    shard = src / "model-00002-of-00002.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(src), str(tmp_path / "out"), "--selector-num-heads", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert error.startswith(f"omnisift-convert: error: SRC shard '{shard}' is not a readable safetensors file")
+    assert "truncated or corrupted: download or copy it again" in error
+    assert leftovers(tmp_path, "out") == []
+
+
+def test_cli_interrupted(source, tmp_path, monkeypatch, capsys):
+    _, directory = source
+
+    def interrupted(target, module_file):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert_module, "write_remote_code", interrupted)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(directory), str(tmp_path / "out"), "--selector-num-heads", "2"])
+    except KeyboardInterrupt:  # would otherwise stop the whole test session
+        pytest.fail("KeyboardInterrupt escaped main() with a traceback")
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "omnisift-convert: interrupted; no partial DST is left behind.\n"
+    assert leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.parametrize("case", [case for case in CASES if case.error is not None], ids=lambda case: case.name)
+def test_refused_conversions_leave_no_staging_directory(case, tmp_path):
+    """Every bad input of `cases_converter.py` stops the conversion before anything is written."""
+    with pytest.raises(case.error):
+        case.call(tmp_path)
+    assert staging_leftovers(tmp_path) == []
+    assert not (tmp_path / "omni-dst" / "config.json").exists()
+
+
+def test_dst_parent_not_writable(source, tmp_path, monkeypatch):
+    _, directory = source
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: stand in for the permission check
+        monkeypatch.setattr(convert_module.os, "access", lambda path, mode: Path(path) != parent)
+    else:
+        parent.chmod(0o500)
+    try:
+        with pytest.raises(PermissionError, match=rf"DST '{parent}/new/out' cannot be created: '{parent}' is not"):
+            convert(directory, parent / "new" / "out", selector_num_heads=2)
+    finally:
+        parent.chmod(0o700)
+    assert list(parent.iterdir()) == []
+
+
+def test_overwrite_replaces_a_link_not_its_target(source, tmp_path):
+    """DST a symbolic link to a non-empty directory: `--overwrite` used to fail after writing (rmtree on the link)."""
+    _, directory = source
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "mine.txt").write_text("mine")
+    (tmp_path / "out").symlink_to(tmp_path / "target", target_is_directory=True)
+    convert(directory, tmp_path / "out", selector_num_heads=2, overwrite=True)
+    assert not (tmp_path / "out").is_symlink() and (tmp_path / "out" / "config.json").is_file()
+    assert (tmp_path / "target" / "mine.txt").read_text() == "mine"
+    assert leftovers(tmp_path, "out") == ["out"]
+
+
+def test_failed_upload_says_dst_is_complete(source, tmp_path, monkeypatch):
+    _, directory = source
+
+    class OfflineApi:
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            raise ConnectionError("offline")
+
+    monkeypatch.setattr(convert_module, "HfApi", OfflineApi)
+    with pytest.raises(OSError, match=r"is complete, but uploading it to --push-to-hub 'org/x' failed \(offline\)"):
+        convert(directory, tmp_path / "out", selector_num_heads=2, push_to_hub="org/x")
+    assert OmniSiftConfig.from_pretrained(tmp_path / "out").model_type == "omnisift"

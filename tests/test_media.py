@@ -17,6 +17,8 @@ import soundfile
 import torch
 from PIL import Image
 from qwen_omni_utils.v2_5.vision_process import smart_nframes
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.functional import resize
 from transformers import AutoProcessor, Qwen2_5OmniProcessor, pipeline
 
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" task)
@@ -323,7 +325,7 @@ def test_formats_soundfile_cannot_read_go_through_pyav(tmp_path, media, pyav_ope
 @pytest.mark.parametrize("layout", ["channels-first", "channels-last", "torch"])
 def test_stereo_arrays_are_averaged(layout):
     rng = np.random.default_rng(0)
-    left, right = rng.standard_normal((2, 4000)).astype(np.float32)
+    left, right = (0.2 * rng.standard_normal((2, 4000))).astype(np.float32)  # samples in [-1, 1]
     stereo = np.stack([left, right])
     source = {"channels-first": stereo, "channels-last": stereo.T, "torch": torch.from_numpy(stereo)}[layout]
     audio = load_audio(source, source_sampling_rate=SAMPLING_RATE)
@@ -347,6 +349,45 @@ def test_array_is_resampled_from_its_rate():
 def test_array_without_sampling_rate_is_refused():
     with pytest.raises(ValueError, match="without its sampling rate"):
         load_audio(np.zeros(1600, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "offset", "scale"),
+    [(np.int16, 0, 2**15), (np.int32, 0, 2**31), (np.int8, 0, 2**7), (np.uint8, 128, 2**7)],
+    ids=["int16", "int32", "int8", "uint8"],
+)
+def test_integer_pcm_is_rescaled_to_unit_range(dtype, offset, scale):
+    """Integer PCM (uint8 centred at 128) gives the waveform its float form gives: same features, same answer."""
+    wave = 0.5 * np.sin(2 * np.pi * 440.0 * np.arange(4000) / SAMPLING_RATE)
+    pcm = np.round(wave * (scale - 1) + offset).astype(dtype)
+    audio = load_audio(pcm, source_sampling_rate=SAMPLING_RATE)
+    assert audio.dtype == np.float32 and float(np.abs(audio).max()) <= 1.0
+    np.testing.assert_allclose(audio, (pcm.astype(np.float64) - offset) / scale, atol=1e-6)
+    np.testing.assert_allclose(audio, wave, atol=2 / 2**7)
+
+
+def test_float_frames_in_unit_range_equal_uint8_frames():
+    """Frames in memory as floats in [0, 1] are the same picture as their uint8 form (not a black video)."""
+    frames = np.random.default_rng(0).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    from_uint8 = load_video(frames, source_fps=2)
+    from_float = load_video(frames.astype(np.float32) / 255, source_fps=2)
+    assert torch.equal(from_float.frames, from_uint8.frames)
+
+
+def test_loaded_frames_can_be_passed_again():
+    """`LoadedVideo.frames` is accepted back as frames (the same picture), and so are float frames on the 0..255 scale
+    with the overshoot of bicubic resizing (clipped, as the uint8 frames of a decoder would be)."""
+    frames = np.random.default_rng(0).integers(0, 256, (4, 56, 84, 3), dtype=np.uint8)
+    video = load_video(frames, source_fps=2)
+    again = load_video(video.frames, source_fps=video.fps)
+    assert again.fps == pytest.approx(video.fps)
+    assert torch.equal(again.frames, video.frames)
+    ringing = resize(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(), [112, 168], InterpolationMode.BICUBIC, antialias=True
+    )
+    assert float(ringing.min()) < 0 and float(ringing.max()) > 255  # the overshoot this test is about
+    clipped = ringing.round().clamp(0, 255).to(torch.uint8)
+    assert torch.equal(load_video(ringing, source_fps=2).frames, load_video(clipped, source_fps=2).frames)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -329,3 +329,46 @@ def test_generate_prefill_computes_last_logits_only(model, av_inputs):
     finally:
         handle.remove()
     assert shapes and all(shape[1] == 1 for shape in shapes), shapes
+
+
+def test_a_tiny_keep_ratio_keeps_one_video_token_per_frame_and_no_audio(model, av_inputs):
+    """Before: a ratio that rounds to 0 dropped whole frames, and the audio of windows without kept video stayed
+    (100 of 100 audio tokens at keep_ratio=1e-9)."""
+    with torch.no_grad():
+        out = model(**av_inputs, keep_ratio=1e-9)
+    assert out.num_kept_video_tokens.item() == 4  # 4 frames (temporal slices) x 1 token
+    assert out.num_kept_audio_tokens.item() == 0
+
+
+def test_counts_come_back_with_each_generate_call_when_threads_share_the_model(model):
+    """Two threads, one model, clips of different lengths: every call's counts (in its own output and in the
+    thread's `compression_stats`) are those of its input, as in a single-threaded run."""
+    import threading
+
+    clips = {
+        "short": build_inputs([[("text", 3), ("video", 2, 4, 4, 200), ("text", 2)]]),
+        "long": build_inputs([[("text", 3), ("video", 6, 8, 8, 600), ("text", 2)]]),
+    }
+    options = {"keep_ratio": 0.25, "max_new_tokens": 2, "do_sample": False, "return_dict_in_generate": True}
+    with torch.no_grad():
+        expected = {
+            name: model.generate(**inputs, **options).num_kept_audio_tokens.item() for name, inputs in clips.items()
+        }
+    assert expected["short"] != expected["long"]
+    wrong = []
+
+    def worker(name):
+        for _ in range(25):
+            with torch.no_grad():
+                out = model.generate(**clips[name], **options)
+            if out.num_kept_audio_tokens.item() != expected[name]:
+                wrong.append((name, "output"))
+            if model.compression_stats.num_kept_audio_tokens.item() != expected[name]:
+                wrong.append((name, "compression_stats"))
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in clips]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

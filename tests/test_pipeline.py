@@ -284,6 +284,32 @@ def test_arrays_with_their_rates(pipe, files, requests, one_by_one):
     assert result == one_by_one[AT["silent"]]
 
 
+def test_integer_pcm_gives_the_features_of_its_float_form(pipe, files):
+    """int16 samples are rescaled to [-1, 1], not fed to the audio encoder as values in the thousands."""
+    pcm, rate = soundfile.read(files["wav"], dtype="int16")
+    wave, _ = soundfile.read(files["wav"], dtype="float32")
+    from_pcm = pipe.preprocess({"audio": pcm, "sampling_rate": rate, "question": "What do you hear?"})
+    from_float = pipe.preprocess({"audio": wave, "sampling_rate": rate, "question": "What do you hear?"})
+    torch.testing.assert_close(from_pcm["input_features"], from_float["input_features"], atol=1e-4, rtol=0)
+    assert torch.equal(from_pcm["input_ids"], from_float["input_ids"])
+
+
+def test_a_bad_request_or_argument_fails_before_any_decoding(pipe, files, monkeypatch):
+    """Every request of a list and every call argument is checked before the first video is decoded."""
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("a video was decoded before the inputs were checked")
+
+    monkeypatch.setattr(omnisift_hf.processing_omnisift, "load_video", no_decoding)
+    good = {"video": files["av"], "question": "What?"}
+    with pytest.raises(ValueError, match="question=None"):
+        pipe([good, good, {"video": files["av"]}], batch_size=2)
+    with pytest.raises(TypeError, match="keep_ratio"):
+        pipe([good, good], keep_ratio="0.5")
+    with pytest.raises(ValueError, match="max_new_tokens=0"):
+        pipe(good, max_new_tokens=0)
+
+
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_batch_equals_one_by_one(pipe, requests, reference, batch_size):
     """A mixed list (videos with audio, a silent video, audio, images, text) in padded batches: a batch of 3 holds
@@ -585,3 +611,32 @@ def test_registered_task():
 
 def test_empty_list_gives_empty_list(pipe):
     assert pipe([]) == []
+
+
+def test_threads_sharing_a_pipeline_get_their_own_counts(pipe, files):
+    """Before, counts were read back from per-model state: two threads got each other's (prefill_tokens -206)."""
+    import threading
+
+    calls = {
+        "av": {"video": files["av"], "question": "What?", "keep_ratio": 0.25},
+        "audio": {"audio": files["wav"], "question": "What?", "keep_ratio": 0.25},
+    }
+    expected = {name: pipe(**call, max_new_tokens=2) for name, call in calls.items()}
+    assert expected["av"]["num_kept_video_tokens"] < expected["av"]["num_video_tokens"]
+    assert expected["audio"]["num_video_tokens"] == 0
+    wrong = []
+
+    def worker(name):
+        for _ in range(4):
+            result = pipe(**calls[name], max_new_tokens=2)
+            if {k: v for k, v in result.items() if k != "answer"} != {
+                k: v for k, v in expected[name].items() if k != "answer"
+            }:
+                wrong.append((name, result))
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert wrong == []

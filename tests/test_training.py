@@ -2,6 +2,7 @@
 alignment with the kept sequence, checkpoint round trips and activation checkpointing."""
 
 import json
+import logging
 import random
 import re
 import subprocess
@@ -325,10 +326,72 @@ def test_encoded_dataset_resumes_and_refuses_a_cache_of_other_settings(dataset, 
     _assert_same_batch(collator([dataset[1]]), collator([again[1]]))
     with pytest.raises(ValueError, match=r"cache_dir=.*differs in \['system_prompt'\]"):
         EncodedOmniQADataset(dataset, OmniQADataCollator(processor, system_prompt="Be brief."), tmp_path)
-    with pytest.raises(ValueError, match=r"differs in \['num_examples', 'sources'\]"):
-        EncodedOmniQADataset([dataset[0]], collator, tmp_path)
+    # A part of the dataset (or another dataset) finds its own examples: the cache is keyed on each example's content.
+    subset = EncodedOmniQADataset([dataset[2]], collator, tmp_path)
+    assert subset.paths == [first.paths[2]] and subset[0]["source"] == dataset[2].source
+    twice = EncodedOmniQADataset([dataset[1], dataset[1]], collator, tmp_path)  # one file for two equal examples
+    assert twice.paths == [first.paths[1]] * 2
     with pytest.raises(ValueError, match="num_workers=-1"):
         EncodedOmniQADataset(dataset, collator, tmp_path, num_workers=-1)
+
+
+def _copy_of_the_data(data_dir: Path, root: Path) -> Path:
+    """The module's JSONL file and media, copied (modification times kept) into `root`, which the test may edit."""
+    for name in ("clips/red.mp4", "clips/green.mp4", "tone.wav", "train.jsonl"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes((data_dir / name).read_bytes())
+    return root / "train.jsonl"
+
+
+def _answer(sample: dict, tokenizer) -> str:
+    return tokenizer.decode(sample["labels"][sample["labels"] != -100])
+
+
+def test_encoded_dataset_re_encodes_exactly_the_edited_examples(data_dir, processor, tmp_path):
+    """An answer edited in the JSONL (same number of lines) and a media file rewritten: those examples are encoded
+    again, the others are reused as they are, and the labels are the new answer's."""
+    path = _copy_of_the_data(data_dir, tmp_path / "data")
+    collator, tokenizer = OmniQADataCollator(processor), processor.tokenizer
+    first = EncodedOmniQADataset(OmniQADataset(path), collator, tmp_path / "cache")
+    times = [file.stat().st_mtime_ns for file in first.paths]
+    assert _answer(first[0], tokenizer) == ANSWERS[0] + "<|im_end|>"
+
+    edited = [dict(example) for example in EXAMPLES]
+    edited[0]["answer"] = "The square is blue."
+    path.write_text("".join(json.dumps(example) + "\n" for example in edited))
+    again = EncodedOmniQADataset(OmniQADataset(path), collator, tmp_path / "cache")
+    assert _answer(again[0], tokenizer) == "The square is blue.<|im_end|>"
+    assert [file.stat().st_mtime_ns for file in again.paths[1:]] == times[1:]  # untouched examples reused
+
+    # The tone rewritten (other samples, other size): its example's audio features are encoded again.
+    write_synthetic_audio(tmp_path / "data" / "tone.wav", seconds=1.5)
+    third = EncodedOmniQADataset(OmniQADataset(path), collator, tmp_path / "cache")
+    assert third.paths[0] == again.paths[0] and third.paths[2] == again.paths[2] and third.paths[1] != again.paths[1]
+    _assert_same_batch(collator([OmniQADataset(path)[1]]), collator([third[1]]))
+    assert third[1]["input_features"].shape != again[1]["input_features"].shape
+
+
+def test_encoded_dataset_detects_damaged_files(dataset, processor, tmp_path, caplog):
+    """A file cut short (a crash in the middle of a write, a full disk) is encoded again when the dataset is opened,
+    with a warning; one damaged while training is refused with an error naming the file and the fix."""
+    collator = OmniQADataCollator(processor)
+    first = EncodedOmniQADataset(dataset, collator, tmp_path)
+    whole = first.paths[0].read_bytes()
+    first.paths[0].write_bytes(whole[: len(whole) // 2])
+    logging.Logger.warning_once.cache_clear()
+    with caplog.at_level(logging.WARNING):
+        again = EncodedOmniQADataset(dataset, collator, tmp_path)
+    assert first.paths[0].name in caplog.text and "encoding the example(s) again" in caplog.text
+    assert again.paths[0].stat().st_size == len(whole)  # whole again (the header's key order may differ)
+    _assert_same_batch(collator([dataset[0]]), collator([again[0]]))
+
+    again.paths[0].write_bytes(whole[:100])
+    with pytest.raises(ValueError, match=rf"{re.escape(again.paths[0].name)}.*delete it"):
+        again[0]
+    again.paths[0].unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(again.paths[0].name)}.*EncodedOmniQADataset again"):
+        again[0]
+    assert not list(tmp_path.glob("*.tmp"))  # complete files only: written to a temporary name, then renamed
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "drop_count",
     "gather_kept_tokens",
     "media_layout",
+    "media_runs",
     "pad_segments",
     "resolve_keep_ratios",
     "segment_rank",
@@ -240,6 +241,33 @@ class MediaLayout:
         return self.pair_sample.shape[0]
 
 
+def _run_starts(media: torch.Tensor) -> torch.Tensor:
+    """`(B, L)` bool: the first placeholder of each run (a maximal stretch of consecutive media placeholders)."""
+    previous = torch.zeros_like(media)
+    previous[:, 1:] = media[:, :-1]
+    return media & ~previous
+
+
+def media_runs(video_mask: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The runs of a batch (maximal stretches of consecutive audio/video placeholders: a video with its interleaved
+    audio, a video alone, an audio item) and what they hold.
+
+    Args:
+        video_mask (`torch.BoolTensor` of shape `(B, L)`): video placeholder positions.
+        audio_mask (`torch.BoolTensor` of shape `(B, L)`): audio placeholder positions.
+
+    Returns:
+        `tuple(torch.LongTensor, torch.BoolTensor, torch.BoolTensor)`, each of shape `(R,)`: the batch row of each
+        run, whether it holds video tokens, whether it holds audio tokens.
+    """
+    starts = _run_starts(video_mask | audio_mask)
+    run_of_token = starts.flatten().cumsum(0) - 1  # (B*L,)
+    num_runs = int(starts.sum().item())
+    holds_video = torch.bincount(run_of_token[video_mask.flatten()], minlength=num_runs) > 0
+    holds_audio = torch.bincount(run_of_token[audio_mask.flatten()], minlength=num_runs) > 0
+    return torch.nonzero(starts.flatten()).squeeze(1) // video_mask.shape[1], holds_video, holds_audio
+
+
 def media_layout(video_mask: torch.Tensor, audio_mask: torch.Tensor, temporal_ids: torch.Tensor) -> MediaLayout:
     """Group the audio/video placeholders of a batch into frames, frame pairs and audio windows.
 
@@ -253,10 +281,7 @@ def media_layout(video_mask: torch.Tensor, audio_mask: torch.Tensor, temporal_id
     """
     seq_len = video_mask.shape[1]
     device = video_mask.device
-    media = video_mask | audio_mask
-    previous = torch.zeros_like(media)
-    previous[:, 1:] = media[:, :-1]
-    run_of_token = torch.cumsum((media & ~previous).flatten(), 0) - 1  # (B*L,)
+    run_of_token = _run_starts(video_mask | audio_mask).flatten().cumsum(0) - 1  # (B*L,)
     flat_t = temporal_ids.flatten()
 
     video_index = torch.nonzero(video_mask.flatten()).squeeze(1)  # (Nv,)
@@ -344,7 +369,8 @@ def spatio_temporal_prune(
     First frame of a pair: score each token by cosine similarity to its frame's mean token (spatial redundancy).
     Second frame: score each token by cosine similarity to the token at the same position of the (unpruned) first
     frame (temporal redundancy); when the two frames differ in size the second frame is kept whole. Both frames drop
-    their `floor(n_p * rho)` highest-scoring tokens, `n_p` = size of the pair's first frame.
+    their `floor(n_p * rho)` highest-scoring tokens, `n_p` = size of the pair's first frame, and always keep at least
+    one token.
 
     Args:
         video_embeds (`torch.Tensor` of shape `(Nv, D)`): video tokens, frames contiguous and in order.
@@ -374,7 +400,9 @@ def spatio_temporal_prune(
     scores = torch.where(token_comparable, temporal, spatial)
 
     pair_size = torch.where(frame_is_second, frame_size[previous], frame_size)
-    drops = drop_count(pair_size, frame_keep_ratio)
+    # At least one token of each frame stays: the audio selector needs it, and only a ratio that rounds to 0 (below
+    # 5e-7) would drop a whole frame; for every other ratio this is the reference's `int(n * rho)`.
+    drops = torch.minimum(drop_count(pair_size, frame_keep_ratio), frame_size - 1)
     drops = torch.where(frame_is_second & ~comparable, 0, drops)
     return segment_rank(scores, frame_of_video) >= drops[frame_of_video]
 

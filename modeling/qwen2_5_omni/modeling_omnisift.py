@@ -3,18 +3,20 @@
 """OmniSIFT for Qwen2.5-Omni: the thinker with token compression between its encoders and its language model."""
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from transformers.cache_utils import StaticCache
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
 from transformers.core_model_loading import WeightConverter, rename_source_key
 from transformers.modeling_outputs import BaseModelOutputWithPooling, MultimodalCausalLMOutputWithPast
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import Qwen2_5OmniThinkerForConditionalGeneration
 from transformers.utils import logging
-from transformers.utils.generic import can_return_tuple
+from transformers.utils.generic import ModelOutput, can_return_tuple
 
-from .compression import KeepRatios, gather_kept_tokens, resolve_keep_ratios
+from .compression import KeepRatios, gather_kept_tokens, media_runs, resolve_keep_ratios
 from .remote_code import class_reference, write_remote_code
 from .selector import OmniSiftAudioSelector, TokenSelection, select_tokens
 from .configuration_omnisift import OmniSiftConfig
@@ -137,8 +139,24 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             num_heads=config.selector_num_heads,
             mlp_size=config.selector_mlp_size,
         )
-        self.compression_stats: OmniSiftCausalLMOutputWithPast | None = None
+        # What the latest compressed forward kept, per thread (see `compression_stats`).
+        self._compression_stats: dict[int, OmniSiftCausalLMOutputWithPast] = {}
         self.post_init()
+
+    @property
+    def compression_stats(self) -> OmniSiftCausalLMOutputWithPast | None:
+        """The counts (`num_*`) and `kept_token_index` of the latest forward with audio/video run by the calling
+        thread (`generate()`'s prefill), or `None`. Per thread, so threads sharing a model read their own; the same
+        counts come back with each call in `forward`'s output and in `generate(..., return_dict_in_generate=True)`'s.
+        """
+        return self._compression_stats.get(threading.get_ident())
+
+    @compression_stats.setter
+    def compression_stats(self, value: OmniSiftCausalLMOutputWithPast | None) -> None:
+        if value is None:
+            self._compression_stats.pop(threading.get_ident(), None)
+        else:
+            self._compression_stats[threading.get_ident()] = value
 
     # -----------------------------------------------------------------------------------------------------------------
     # Loading
@@ -277,6 +295,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         }
         video_outputs = (mm_encoder_outputs or {}).get("video")
         has_media = input_features is not None or pixel_values_videos is not None or video_outputs is not None
+        if has_media or pixel_values is not None:
+            self._check_media_inputs(input_ids, attention_mask, use_audio_in_video, **encoder_inputs)
         if not has_media or ratios.is_identity:
             # The off switch: nothing to compress, so this is exactly the Qwen2.5-Omni thinker.
             outputs = super().forward(
@@ -322,6 +342,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         # 2-3. Prune video (STVP) and select audio (VGAS).
         select = self.select_tokens if token_selector is None else token_selector
         selection = select(input_ids, inputs_embeds, attention_mask, mrope_position_ids[0], ratios)
+        if token_selector is not None:
+            _check_selection(selection)
 
         # 4. Gather the kept tokens of each sample and re-pad on the left.
         kept = gather_kept_tokens(
@@ -348,6 +370,9 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             )
 
         # 6. Report what was kept.
+        counts = selection.count_tokens(input_ids.shape[0])
+        if token_selector is None and ratios.video is None and ratios.audio is None:
+            _warn_if_retention_exceeds(ratios.keep, counts)
         output = OmniSiftCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
@@ -358,12 +383,87 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
             kept_token_index=kept.index,
             kept_attention_mask=kept.attention_mask,
             kept_position_ids=kept.position_ids,
-            **selection.count_tokens(input_ids.shape[0]),
+            **counts,
         )
         self.compression_stats = OmniSiftCausalLMOutputWithPast(
             **{key: output[key] for key in output if key.startswith("num_") or key == "kept_token_index"}
         )
         return output
+
+    def _check_media_inputs(
+        self,
+        input_ids: torch.LongTensor | None,
+        attention_mask: torch.Tensor | None,
+        use_audio_in_video: bool | None,
+        input_features: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        pixel_values_videos: torch.Tensor | None,
+        image_grid_thw: torch.LongTensor | None,
+        video_grid_thw: torch.LongTensor | None,
+        feature_attention_mask: torch.Tensor | None,
+        audio_feature_lengths: torch.LongTensor | None,
+        mm_encoder_outputs: dict | None,
+    ) -> None:
+        """Refuse media inputs that would fail deep inside the encoders or, worse, silently skip compression."""
+        if input_features is not None:
+            if feature_attention_mask is None:
+                raise ValueError(
+                    "`input_features` were given without `feature_attention_mask`: pass the processor's "
+                    "`feature_attention_mask` (1 at each real mel frame of each audio item) with them."
+                )
+            if feature_attention_mask.shape != (input_features.shape[0], input_features.shape[-1]):
+                raise ValueError(
+                    f"`feature_attention_mask` has shape {tuple(feature_attention_mask.shape)} but `input_features` "
+                    f"{tuple(input_features.shape)} needs ({input_features.shape[0]}, {input_features.shape[-1]}) "
+                    "(audio items, mel frames): pass both from the same processor call."
+                )
+        merge = self.config.vision_config.spatial_merge_size**2
+        placeholder_ids = {"image": self.config.image_token_id, "video": self.config.video_token_id}
+        for modality, pixels, grid in (
+            ("image", pixel_values, image_grid_thw),
+            ("video", pixel_values_videos, video_grid_thw),
+        ):
+            pixels_name = "pixel_values" if modality == "image" else "pixel_values_videos"
+            if pixels is None:
+                continue
+            if grid is None:
+                raise ValueError(f"`{pixels_name}` were given without `{modality}_grid_thw`: pass both.")
+            patches = int(grid.prod(-1).sum())
+            if patches != pixels.shape[0]:
+                raise ValueError(
+                    f"`{modality}_grid_thw` {grid.tolist()} describes {patches} patches but `{pixels_name}` has "
+                    f"{pixels.shape[0]}: pass both from the same processor call."
+                )
+            if input_ids is not None:
+                placeholders = int((input_ids == placeholder_ids[modality]).sum())
+                if placeholders != patches // merge:
+                    raise ValueError(
+                        f"`input_ids` hold {placeholders} {modality} placeholders but `{modality}_grid_thw` "
+                        f"{grid.tolist()} gives {patches // merge} {modality} tokens: the prompt and the "
+                        f"{modality}s come from different processor calls."
+                    )
+        if input_ids is None:
+            return
+        real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+        sample, holds_video, holds_audio = media_runs(
+            (input_ids == self.config.video_token_id) & real, (input_ids == self.config.audio_token_id) & real
+        )
+        # A mismatch gives wrong M-RoPE positions and skips compression, with no error from the parent model.
+        silent = holds_video & ~holds_audio
+        interleaved = holds_video & holds_audio
+        if use_audio_in_video and bool(silent.any()):
+            raise ValueError(
+                f"use_audio_in_video=True, but sample {int(sample[silent][0])} has a video without interleaved audio "
+                "tokens (a video with no audio track, or a prompt built without its audio). Pass "
+                "use_audio_in_video=False for such videos, and put videos with and without their audio in separate "
+                "calls (`pipeline('omni-qa')` does this for you)."
+            )
+        if not use_audio_in_video and bool(interleaved.any()):
+            raise ValueError(
+                f"use_audio_in_video={use_audio_in_video!r}, but sample {int(sample[interleaved][0])} interleaves a "
+                "video with its audio (the processor was called with the video's audio). Pass "
+                "use_audio_in_video=True, as to the processor."
+            )
 
     def select_tokens(
         self,
@@ -475,6 +575,47 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
     # -----------------------------------------------------------------------------------------------------------------
     # Generation
     # -----------------------------------------------------------------------------------------------------------------
+    def generate(self, *args, **kwargs):
+        r"""
+        As [`GenerationMixin.generate`], with the arguments `keep_ratio`, `video_keep_ratio`, `audio_keep_ratio` and
+        `token_selector` of [`~OmniSiftForConditionalGeneration.forward`] (they reach the prefill, where compression
+        happens once). With `return_dict_in_generate=True` the output also carries the prefill's `num_video_tokens`,
+        `num_kept_video_tokens`, `num_audio_tokens`, `num_kept_audio_tokens` (`(B,)`) and `kept_token_index`: the
+        counts of this call, also when threads share the model.
+        """
+        # Overwritten -- refuse a static cache with compression (its shapes are fixed before the prefill shortens the
+        # sequence) and return the kept counts with the call.
+        self._check_cache_for_compression(kwargs)
+        self.compression_stats = None
+        outputs = super().generate(*args, **kwargs)
+        stats = self.compression_stats
+        if isinstance(outputs, ModelOutput) and stats is not None:
+            for key, value in stats.items():
+                outputs[key] = value
+        return outputs
+
+    def _check_cache_for_compression(self, generate_kwargs: dict) -> None:
+        config = self.config
+        ratios = resolve_keep_ratios(
+            generate_kwargs.get("keep_ratio"),
+            generate_kwargs.get("video_keep_ratio"),
+            generate_kwargs.get("audio_keep_ratio"),
+            config.keep_ratio,
+            config.video_keep_ratio,
+            config.audio_keep_ratio,
+        )
+        if ratios.is_identity:
+            return
+        generation_config = generate_kwargs.get("generation_config") or self.generation_config
+        implementation = generate_kwargs.get("cache_implementation", generation_config.cache_implementation)
+        cache = generate_kwargs.get("cache", generate_kwargs.get("past_key_values"))
+        if implementation not in (None, "dynamic") or isinstance(cache, StaticCache):
+            shown = implementation if implementation not in (None, "dynamic") else type(cache).__name__
+            raise ValueError(
+                f"cache_implementation={shown!r} cannot hold a compressed prefill: its shapes are fixed before "
+                "compression shortens the sequence. Use the default dynamic cache, or keep_ratio=1.0 (no compression)."
+            )
+
     def _update_model_kwargs_for_generation(self, outputs, model_kwargs, is_encoder_decoder=False, num_new_tokens=1):
         # Overwritten -- after a compressed prefill the cache holds the shortened sequence: continue from its
         # attention mask and positions, not from the unpruned ones `generate` prepared.
@@ -499,3 +640,38 @@ def remote_code_auto_map() -> dict[str, str]:
 def _logits_slice(logits_to_keep: int | torch.Tensor):
     """The positions whose logits are computed: the last `logits_to_keep` (0: all) or the given indices."""
     return slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+
+
+def _warn_if_retention_exceeds(keep_ratio: float, counts: dict[str, torch.LongTensor]) -> None:
+    """Warn once when a sample kept more than twice the requested share of its audio/video tokens: the request is
+    below what the selection can reach (one video token per frame; the audio of windows the selector cannot score)."""
+    media = counts["num_video_tokens"] + counts["num_audio_tokens"]
+    kept = counts["num_kept_video_tokens"] + counts["num_kept_audio_tokens"]
+    exceeded = (media > 0) & (kept > 2 * keep_ratio * media)
+    if bool(exceeded.any()):
+        row = int(torch.nonzero(exceeded)[0])
+        logger.warning_once(
+            f"keep_ratio={keep_ratio} is below what OmniSIFT can keep of this input: sample {row} kept "
+            f"{int(kept[row])} of {int(media[row])} audio/video tokens ({float(kept[row]) / float(media[row]):.3f}). "
+            "At least one video token of each frame stays, and audio in a window without kept video stays. Ask for a "
+            "larger keep_ratio, or set video_keep_ratio / audio_keep_ratio explicitly."
+        )
+
+
+def _check_selection(selection) -> None:
+    """A `token_selector`'s result must be a `TokenSelection` whose decisions cover its layout's tokens."""
+    if not isinstance(selection, TokenSelection):
+        raise TypeError(
+            f"token_selector returned a {type(selection).__name__}; it must return a TokenSelection (for example "
+            "`dataclasses.replace(model.select_tokens(*args), ...)`)."
+        )
+    layout = selection.layout
+    for name, keep, expected in (
+        ("video_keep", selection.video_keep, layout.video_index.shape),
+        ("audio_keep", selection.audio_keep, layout.audio_index.shape),
+    ):
+        if keep.dtype != torch.bool or keep.shape != expected:
+            raise ValueError(
+                f"token_selector returned {name} of dtype {keep.dtype} and shape {tuple(keep.shape)}; it must be a "
+                f"bool tensor of shape {tuple(expected)} (one decision per token of the layout)."
+            )

@@ -7,13 +7,17 @@ Qwen's policy as implemented by `qwen-omni-utils` (its `smart_nframes` and `smar
 per second by default, between 4 and 768 frames, an even frame count, frames resized to multiples of 28 pixels within
 128..768 tokens per frame and a total pixel budget. Every video comes back with the rate its frames were actually
 sampled at: pass it to the processor as `fps`, or the audio/video time alignment is silently wrong.
+
+Each loader checks its source before reading it (`check_source`: type, file, rate) and its values after (dtype, NaN,
+range); errors name the argument and the value. Integer PCM is rescaled to [-1, 1] and pixels are brought to uint8;
+a truncated video file is used as far as it decodes, with a warning.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import numpy as np
 import soundfile
@@ -22,6 +26,7 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import resize
 from transformers.image_utils import load_image as transformers_load_image
+from transformers.utils import logging
 
 # PyAV and qwen-omni-utils are imported where they are used: together they would add ~0.4 s to `import omnisift_hf`.
 
@@ -33,6 +38,7 @@ __all__ = [
     "SAMPLING_RATE",
     "LoadedVideo",
     "VideoSampling",
+    "check_source",
     "load_audio",
     "load_image",
     "load_video",
@@ -47,6 +53,25 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _VIDEO_SUFFIXES = ".mp4, .mkv, .webm, .mov, .avi"
 _AUDIO_SUFFIXES = ".wav, .flac, .mp3, .ogg, .m4a"
+# Integer PCM sample formats: (offset, scale) that map them onto [-1, 1].
+_PCM_SCALES = {
+    np.dtype(np.int8): (0.0, 2.0**7),
+    np.dtype(np.int16): (0.0, 2.0**15),
+    np.dtype(np.int32): (0.0, 2.0**31),
+    np.dtype(np.uint8): (128.0, 2.0**7),
+}
+# Float samples belong in [-1, 1]; resampling and loudness processing overshoot a little. A larger peak means integer
+# PCM values cast to float without rescaling (their features would be far off what the audio encoder was trained on).
+_MAX_FLOAT_PEAK = 2.0
+# Float pixels on the 0..255 scale may overshoot by this much (then clipped): bicubic resizing of float frames rings
+# at edges (up to about -113..368 for a checkerboard).
+_PIXEL_OVERSHOOT = 128.0
+# Qwen's `smart_resize` (images and video frames) refuses a longer side more than this many times the shorter one.
+_MAX_ASPECT_RATIO = 200
+# The name of the rate that comes with an array, per media type, in `load_video` / `load_audio`.
+_RATE_ARGUMENTS = {"video": "source_fps", "audio": "source_sampling_rate"}
+
+logger = logging.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,12 +91,22 @@ class VideoSampling:
     total_pixels: float = 128000 * 28 * 28 * 0.9
 
     def __post_init__(self):
-        if not (isinstance(self.fps, (int, float)) and self.fps > 0):
-            raise ValueError(f"VideoSampling: fps={self.fps!r} must be a positive number of frames per second.")
+        for field in fields(self):
+            value, whole = getattr(self, field.name), field.name != "fps" and field.name != "total_pixels"
+            kind = "a whole number" if whole else "a number"
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise TypeError(f"VideoSampling: {field.name}={value!r} must be {kind}, got {type(value).__name__}.")
+            if not (math.isfinite(value) and value > 0) or (whole and not float(value).is_integer()):
+                raise ValueError(f"VideoSampling: {field.name}={value!r} must be {kind} above 0.")
         if self.min_frames < 2 or self.max_frames < self.min_frames:
             raise ValueError(
                 f"VideoSampling: min_frames={self.min_frames} / max_frames={self.max_frames} must satisfy "
                 "2 <= min_frames <= max_frames."
+            )
+        if self.max_pixels < self.min_pixels:
+            raise ValueError(
+                f"VideoSampling: min_pixels={self.min_pixels} exceeds max_pixels={self.max_pixels}; pass "
+                "min_pixels <= max_pixels (pixels of one resized frame)."
             )
 
 
@@ -107,14 +142,32 @@ class LoadedVideo:
     audio: np.ndarray | None = None
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Checks: every loader validates its source here before reading anything (the pipeline runs the same checks on a whole
+# batch of requests before decoding any of them).
+# ---------------------------------------------------------------------------------------------------------------------
+_EXPECTED = {
+    "video": "a path, an http(s) URL, or frames in memory (an array/tensor (T, H, W, 3) or (T, 3, H, W), or a list of "
+    "PIL images / (H, W, 3) arrays)",
+    "audio": "a path, an http(s) URL, or an array/tensor of samples (1-D, or (channels, samples))",
+    "image": "a path, an http(s) URL, base64 data, a PIL image, or an array/tensor (H, W, 3) or (3, H, W)",
+}
+
+
 def _describe(source) -> str:
-    if isinstance(source, (str, Path)):
+    if isinstance(source, (str, os.PathLike)):
         return repr(os.fspath(source))
+    if source is None or isinstance(source, (bool, int, float)):
+        return repr(source)
     return f"<{type(source).__name__}>"
 
 
 def _is_url(source) -> bool:
     return isinstance(source, str) and source.startswith(("http://", "https://"))
+
+
+def _is_path(source) -> bool:
+    return isinstance(source, (str, os.PathLike))
 
 
 def _check_path(argument: str, source) -> str:
@@ -123,13 +176,187 @@ def _check_path(argument: str, source) -> str:
         path = path[len("file://") :]
     if _is_url(path):
         return path
+    if not path:
+        raise FileNotFoundError(f"{argument}='': an empty path. Pass the path of an existing file.")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{argument}={path!r}: no such file. Pass the path of an existing file.")
     if os.path.isdir(path):
         raise IsADirectoryError(f"{argument}={path!r} is a directory. Pass the path of a media file.")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{argument}={path!r} is an empty file (0 bytes). Pass a complete media file.")
     return path
 
 
+def _check_rate(argument: str, value, unit: str, whole: bool = False) -> float | int:
+    """`value` as a positive finite rate (an int with `whole`); TypeError / ValueError naming `argument` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument}={value!r}: expected a positive number of {unit}, got {type(value).__name__}.")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{argument}={value!r} must be a positive, finite number of {unit}.")
+    if whole:
+        if not float(value).is_integer():
+            raise ValueError(f"{argument}={value!r} must be a whole number of {unit} (e.g. {SAMPLING_RATE}).")
+        return int(value)
+    return float(value)
+
+
+def check_source(kind: str, source, rate=None, rate_argument: str | None = None) -> None:
+    """Validate one media source without reading it: its type, that a local file exists, and the rate of an array.
+
+    Args:
+        kind (`str`): `"video"`, `"audio"` or `"image"` (the argument name in the messages).
+        source: what `load_video` / `load_audio` / `load_image` would receive.
+        rate: the rate of an array source (`source_fps` frames per second for video frames, `source_sampling_rate`
+            samples per second for audio); files carry their own, so passing one with a file is refused.
+        rate_argument (`str`, *optional*): the name the caller gave `rate` (default: the loader's).
+
+    Raises:
+        `TypeError`: the source or the rate has the wrong type. `FileNotFoundError` / `IsADirectoryError`: a local
+        path that is missing or a directory. `ValueError`: a rate that is not positive and finite, a rate with a file,
+        an audio array without its rate, an empty list of frames.
+    """
+    if kind not in MEDIA_TYPES:
+        raise ValueError(f"media kind {kind!r} is not one of {MEDIA_TYPES}.")
+    rate_argument = rate_argument or _RATE_ARGUMENTS.get(kind, "rate")
+    if _is_path(source):
+        path = os.fspath(source)
+        if not (kind == "image" and path.startswith("data:")):
+            _check_path(kind, path)
+        if rate is not None:
+            hint = " To sample its frames at another rate, pass `VideoSampling(fps=...)`." if kind == "video" else ""
+            raise ValueError(
+                f"{rate_argument}={rate!r} is the rate of {kind} arrays, but {kind}={path!r} is a file that carries "
+                f"its own rate: leave {rate_argument} out.{hint}"
+            )
+        return
+    arrays = (np.ndarray, torch.Tensor)
+    allowed = {"video": (*arrays, list, tuple), "audio": arrays, "image": (*arrays, Image.Image)}[kind]
+    if not isinstance(source, allowed):
+        hint = (
+            " For one image pass `image=`; frames of a video go in a list." if isinstance(source, Image.Image) else ""
+        )
+        raise TypeError(f"{kind}={_describe(source)}: expected {_EXPECTED[kind]}.{hint}")
+    if kind == "video" and isinstance(source, (list, tuple)):
+        if not source:
+            raise ValueError("video=[]: an empty list of frames. Pass at least one frame.")
+        for position, frame in enumerate(source):
+            if not isinstance(frame, (*arrays, Image.Image)):
+                raise TypeError(
+                    f"video: frame {position} of the list is {_describe(frame)}; a list of frames holds PIL images "
+                    "or (H, W, 3) arrays (for several videos, pass several `video` items)."
+                )
+    if kind == "image":
+        if rate is not None:
+            raise ValueError(f"{rate_argument}={rate!r}: an image has no rate; leave it out.")
+        return
+    if rate is not None:
+        unit = "frames per second" if kind == "video" else "samples per second"
+        _check_rate(rate_argument, rate, unit, whole=kind == "audio")
+    elif kind == "audio":
+        raise ValueError(
+            "audio: an array was given without its sampling rate. Pass `sampling_rate` (e.g. "
+            f'{{"audio": array, "sampling_rate": {SAMPLING_RATE}}}) or resample it to {SAMPLING_RATE} Hz yourself.'
+        )
+
+
+def _numpy(source) -> np.ndarray:
+    """An array/tensor as a NumPy array of the same dtype (float tensors NumPy lacks, bfloat16, as float32)."""
+    if isinstance(source, torch.Tensor):
+        source = source.detach().cpu()
+        return (source.float() if source.dtype == torch.bfloat16 else source).numpy()
+    return np.asarray(source)
+
+
+def _audio_samples(source) -> np.ndarray:
+    """An audio array/tensor as mono float32 samples in [-1, 1]: integer PCM rescaled, channels averaged."""
+    array = _numpy(source)
+    if array.dtype in _PCM_SCALES:
+        offset, scale = _PCM_SCALES[array.dtype]
+        waveform = (array.astype(np.float32) - offset) / scale
+    elif array.dtype.kind == "f":
+        waveform = array.astype(np.float32)
+    else:
+        raise TypeError(
+            f"audio: samples of dtype {array.dtype} are not supported. Pass float samples in [-1, 1], or integer PCM "
+            "as int16, int32, int8 or uint8 (rescaled to [-1, 1])."
+        )
+    if waveform.ndim not in (1, 2):
+        raise ValueError(f"audio: expected a 1-D waveform or (channels, samples), got shape {array.shape}.")
+    if waveform.size == 0:
+        raise ValueError(f"audio: the array has no samples (shape {array.shape}). Pass a non-empty waveform.")
+    bad = int(np.count_nonzero(~np.isfinite(waveform)))
+    if bad:
+        raise ValueError(
+            f"audio: {bad} of the {waveform.size} samples are NaN or infinite. Pass finite samples in [-1, 1] "
+            "(e.g. `np.nan_to_num(samples)` if they come from a faulty pipeline)."
+        )
+    peak = float(np.abs(waveform).max())
+    if array.dtype.kind == "f" and peak > _MAX_FLOAT_PEAK:
+        raise ValueError(
+            f"audio: float samples belong in [-1, 1], got a peak of {peak:g}. Integer PCM cast to float? Pass the "
+            "integer array itself (int16 is rescaled) or divide by 32768; otherwise normalise the waveform."
+        )
+    if waveform.ndim == 2:
+        waveform = waveform.mean(axis=0 if waveform.shape[0] <= waveform.shape[1] else 1)
+    return waveform
+
+
+def _check_decoded_audio(argument: str, path: str, waveform: np.ndarray) -> np.ndarray:
+    """Decoded audio of a file, refused when it has no samples or holds NaN / infinite ones."""
+    if waveform.size == 0:
+        raise ValueError(
+            f"{argument}={path!r} decodes to no audio samples (an empty or truncated file?). Pass a file with sound."
+        )
+    if not np.isfinite(waveform).all():
+        raise ValueError(f"{argument}={path!r} holds NaN or infinite audio samples. Repair or re-encode the file.")
+    return waveform
+
+
+def _pixels(argument: str, values: torch.Tensor) -> torch.Tensor:
+    """Pixel values as uint8, the form decoded frames have (so frames in memory are resized exactly as a file's):
+    uint8 as is; other integers must lie in 0..255; floats in [0, 1] are scaled by 255, other floats are read on the
+    0..255 scale (tolerating the overshoot of bicubic resizing, which is clipped) and rounded."""
+    if values.dtype == torch.uint8:
+        return values
+    if values.dtype == torch.bool or values.is_complex():
+        raise TypeError(f"{argument}: pixel values of dtype {values.dtype} are not supported. Pass uint8 pixels.")
+    if values.numel() == 0:
+        return values.to(torch.uint8)
+    if not values.is_floating_point():
+        low, high = int(values.min()), int(values.max())
+        if low < 0 or high > 255:
+            raise ValueError(
+                f"{argument}: integer pixel values must lie in 0..255, got {low}..{high}. Pass 8-bit pixels (uint8), "
+                "or floats in [0, 1]."
+            )
+        return values.to(torch.uint8)
+    values = values.float()
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{argument}: NaN or infinite pixel values. Pass uint8 pixels, or floats in [0, 1].")
+    low, high = float(values.min()), float(values.max())
+    if low >= 0 and high <= 1:
+        values = values * 255.0
+    elif low < -_PIXEL_OVERSHOOT or high > 255 + _PIXEL_OVERSHOOT or (low < 0 and high < 8):
+        raise ValueError(
+            f"{argument}: float pixel values from {low:g} to {high:g} are neither in [0, 1] nor on the 0..255 scale "
+            "(mean/std-normalised pixels?). Pass raw pixels: uint8, or floats in [0, 1] or 0..255."
+        )
+    return values.round().clamp(0, 255).to(torch.uint8)
+
+
+def _check_aspect(argument: str, height: int, width: int) -> None:
+    if height < 1 or width < 1:
+        raise ValueError(f"{argument}: an empty picture of {width}x{height} pixels. Pass at least one pixel.")
+    if max(height, width) / min(height, width) > _MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"{argument}: {width}x{height} pixels, an aspect ratio above Qwen2.5-Omni's limit of "
+            f"{_MAX_ASPECT_RATIO}:1. Crop or pad it."
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------------------------------
 def _open_container(argument: str, path: str, suffixes: str):
     import av
 
@@ -178,22 +405,17 @@ def load_audio(source, sampling_rate: int = SAMPLING_RATE, source_sampling_rate:
 
     `source`: a path (wav/flac/ogg/mp3 through soundfile; anything else FFmpeg decodes, including the audio track of a
     video, through PyAV), an http(s) URL (PyAV), or an array/tensor of samples (1-D, or (channels, samples)) recorded
-    at `source_sampling_rate` (required for arrays).
+    at `source_sampling_rate` (required for arrays; a file carries its own rate). Array samples are float in [-1, 1]
+    (peaks up to 2 are accepted) or integer PCM (int16, int32, int8, uint8), which is rescaled to [-1, 1].
+
+    Raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument for a source of the wrong type, a
+    missing file, a file without sound, an empty array, NaN or infinite samples, float samples far outside [-1, 1],
+    an unsupported sample dtype, or a rate that is not a positive whole number.
     """
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        if source_sampling_rate is None:
-            raise ValueError(
-                "audio: an array was given without its sampling rate. Pass `sampling_rate` (e.g. "
-                f'{{"audio": array, "sampling_rate": {SAMPLING_RATE}}}) or resample it to {SAMPLING_RATE} Hz yourself.'
-            )
-        waveform = source.detach().cpu().float().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
-        if waveform.ndim == 2:
-            waveform = waveform.mean(axis=0 if waveform.shape[0] <= waveform.shape[1] else 1)
-        if waveform.ndim != 1:
-            raise ValueError(f"audio: expected a 1-D waveform or (channels, samples), got shape {waveform.shape}.")
-        return _resample(waveform.astype(np.float32), int(source_sampling_rate), sampling_rate)
-    if not isinstance(source, (str, Path)):
-        raise TypeError(f"audio={_describe(source)}: expected a path, a URL, or an array of samples.")
+    _check_rate("sampling_rate", sampling_rate, "samples per second", whole=True)
+    check_source("audio", source, source_sampling_rate)
+    if not _is_path(source):
+        return _resample(_audio_samples(source), int(source_sampling_rate), int(sampling_rate))
 
     path = _check_path("audio", source)
     if not _is_url(path):
@@ -202,16 +424,22 @@ def load_audio(source, sampling_rate: int = SAMPLING_RATE, source_sampling_rate:
         except (soundfile.LibsndfileError, RuntimeError, TypeError):
             pass  # not a format libsndfile reads (m4a, a video file, ...): FFmpeg below decodes it or says why not
         else:
-            return _resample(waveform.mean(axis=1), rate, sampling_rate)
+            if waveform.size:  # libsndfile reads some damaged files as empty: FFmpeg below decodes them or says why
+                waveform = _resample(waveform.mean(axis=1), rate, int(sampling_rate))
+                return _check_decoded_audio("audio", path, waveform)
     with _open_container("audio", path, _AUDIO_SUFFIXES) as container:
         if not container.streams.audio:
             raise ValueError(f"audio={path!r} has no audio stream. Pass a file with sound.")
         try:
-            return _decode_audio_stream(container, container.streams.audio[0], sampling_rate)
+            waveform = _decode_audio_stream(container, container.streams.audio[0], int(sampling_rate))
         except Exception as error:  # FFmpeg decode errors of a damaged file
             raise ValueError(f"audio={path!r}: its audio stream could not be decoded ({error}).") from None
+    return _check_decoded_audio("audio", path, waveform)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------------------------------------
 def _sample_indices(total_frames: int, source_fps: float, sampling: VideoSampling) -> tuple[list[int], float]:
     from qwen_omni_utils.v2_5.vision_process import smart_nframes
 
@@ -236,17 +464,31 @@ def _resize(frames: torch.Tensor, sampling: VideoSampling) -> torch.Tensor:
 
 
 def _frames_tensor(frames) -> torch.Tensor:
-    """(T, H, W, 3) or (T, 3, H, W) array/tensor, or a list of images, as a uint8-range tensor (T, 3, H, W)."""
+    """(T, H, W, 3) or (T, 3, H, W) array/tensor, or a list of images / (H, W, 3) arrays, as a uint8 (T, 3, H, W)
+    tensor (see `_pixels`)."""
     if isinstance(frames, (list, tuple)):
-        frames = np.stack(
-            [np.asarray(frame.convert("RGB") if hasattr(frame, "convert") else frame) for frame in frames]
-        )
-    tensor = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        pictures = [
+            np.asarray(frame.convert("RGB")) if isinstance(frame, Image.Image) else _numpy(frame) for frame in frames
+        ]
+        shapes = sorted({picture.shape for picture in pictures})
+        if len(shapes) > 1:
+            raise ValueError(f"video: the frames of the list differ in shape {shapes}. Resize them to one size.")
+        dtypes = sorted({str(picture.dtype) for picture in pictures})
+        if len(dtypes) > 1:
+            raise ValueError(f"video: the frames of the list differ in dtype {dtypes}. Pass one dtype.")
+        frames = np.stack(pictures)
+    array = _numpy(frames)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"video: frames of dtype {array.dtype} are not supported. Pass uint8 pixels.")
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.ndim != 4 or 3 not in (tensor.shape[1], tensor.shape[-1]):
         raise ValueError(f"video: expected frames of shape (T, H, W, 3) or (T, 3, H, W), got {tuple(tensor.shape)}.")
     if tensor.shape[1] != 3:
         tensor = tensor.permute(0, 3, 1, 2)
-    return tensor.contiguous()
+    if tensor.shape[0] == 0:
+        raise ValueError(f"video: no frames (shape {tuple(array.shape)}). Pass at least one frame.")
+    _check_aspect("video", tensor.shape[2], tensor.shape[3])
+    return _pixels("video", tensor).contiguous()
 
 
 def load_video(
@@ -260,11 +502,24 @@ def load_video(
 
     `source`: a path or http(s) URL of a video file (any container/codec FFmpeg decodes: mp4, mkv, webm, mov, ...),
     decoded with PyAV; or frames already in memory (an array/tensor (T, H, W, 3) or (T, 3, H, W), or a list of PIL
-    images) recorded at `source_fps` frames per second (default: `sampling.fps`, i.e. taken as already sampled).
+    images or (H, W, 3) arrays) recorded at `source_fps` frames per second (default: `sampling.fps`, i.e. taken as
+    already sampled; a file carries its own rate). Pixels in memory are uint8, integers in 0..255, or floats: in
+    [0, 1] (scaled by 255) or on the 0..255 scale (`LoadedVideo.frames` itself; the overshoot of bicubic resizing is
+    clipped); they are rounded to 8 bits, as decoded frames are.
     With `load_audio`, the file's audio track (if any) is decoded too, as mono at `sampling_rate` Hz.
+
+    Raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument for a source of the wrong type, a
+    missing, undecodable or silent-only file, no frames, NaN or out-of-range pixels, or a rate that is not positive
+    and finite. A file that decodes fewer frames than it declares (truncated) is used as far as it goes, with a
+    warning.
     """
-    sampling = sampling or VideoSampling()
-    if not isinstance(source, (str, Path)):
+    if sampling is None:
+        sampling = VideoSampling()
+    elif not isinstance(sampling, VideoSampling):
+        raise TypeError(f"sampling={sampling!r}: expected a VideoSampling (e.g. `VideoSampling(fps=1.0)`) or None.")
+    _check_rate("sampling_rate", sampling_rate, "samples per second", whole=True)
+    check_source("video", source, source_fps)
+    if not _is_path(source):
         frames = _frames_tensor(source)
         rate = float(source_fps) if source_fps is not None else sampling.fps
         indices, sample_fps = _sample_indices(frames.shape[0], rate, sampling)
@@ -276,24 +531,27 @@ def load_video(
             hint = " It has an audio stream: pass it as `audio=` instead." if container.streams.audio else ""
             raise ValueError(f"video={path!r} has no video stream.{hint}")
         stream = container.streams.video[0]
+        _check_aspect(f"video={path!r}", stream.height or 1, stream.width or 1)
         rate = float(stream.average_rate or stream.guessed_rate or 0)
         total = stream.frames
+        declared = None  # seconds the container declares, for containers without a frame count
         if total <= 0 or rate <= 0:  # containers without a frame count (some webm/mkv): count the packets
             total = sum(1 for packet in container.demux(stream) if packet.size)
-            seconds = float(stream.duration * stream.time_base) if stream.duration else None
-            seconds = seconds or (float(container.duration) / 1e6 if container.duration else None)
-            rate = rate if rate > 0 else (total / seconds if seconds else sampling.fps)
+            declared = float(stream.duration * stream.time_base) if stream.duration else None
+            declared = declared or (float(container.duration) / 1e6 if container.duration else None)
+            rate = rate if rate > 0 else (total / declared if declared else sampling.fps)
             container.seek(0)
         if total <= 0:
-            raise ValueError(f"video={path!r} has a video stream without frames.")
+            raise ValueError(f"video={path!r} has a video stream without frames. Pass a file with at least one frame.")
         indices, sample_fps = _sample_indices(total, rate, sampling)
         wanted = {}
         for position, index in enumerate(indices):
             wanted.setdefault(index, []).append(position)
         picked: list[torch.Tensor | None] = [None] * len(indices)
-        last = None
+        last, decoded, failure = None, 0, None
         try:
             for number, frame in enumerate(container.decode(stream)):
+                decoded = number + 1
                 if number in wanted:
                     last = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
                     for position in wanted[number]:
@@ -303,10 +561,23 @@ def load_video(
         except Exception as error:  # FFmpeg decode errors of a damaged file
             if last is None:
                 raise ValueError(f"video={path!r}: its video stream could not be decoded ({error}).") from None
+            failure = error
         if last is None:
             raise ValueError(f"video={path!r}: no frame could be decoded.")
-        # A frame count from the header can overstate what decodes (a truncated file): repeat the last frame.
-        picked = [frame if frame is not None else last for frame in picked]
+        missing = sum(frame is None for frame in picked)
+        if missing or failure is not None:
+            # A frame count from the header can overstate what decodes (a truncated file): repeat the last frame.
+            reason = f"decoding failed after frame {decoded}: {failure}" if failure is not None else "it ends early"
+            logger.warning_once(
+                f"video={path!r}: {missing} of the {len(picked)} sampled frames could not be decoded ({reason}; a "
+                "truncated file?); the last frame that decoded stands in for them."
+            )
+            picked = [frame if frame is not None else last for frame in picked]
+        elif declared and total / rate < declared - max(1.0, 0.1 * declared):
+            logger.warning_once(
+                f"video={path!r}: the file declares {declared:.1f} s but holds only {total / rate:.1f} s of frames "
+                "(a truncated file?); only those are used."
+            )
         frames = _resize(torch.stack(picked), sampling)
 
         has_audio = bool(container.streams.audio)
@@ -318,30 +589,50 @@ def load_video(
         import av
 
         with av.open(path) as audio_container:
-            audio = _decode_audio_stream(audio_container, audio_container.streams.audio[0], sampling_rate)
+            try:
+                audio = _decode_audio_stream(audio_container, audio_container.streams.audio[0], int(sampling_rate))
+            except Exception as error:  # FFmpeg decode errors of a damaged track
+                raise ValueError(
+                    f"video={path!r}: its audio track could not be decoded ({error}). Pass "
+                    "`use_audio_in_video=False` (or `load_audio=False`) to use the picture alone."
+                ) from None
+        if not np.isfinite(audio).all():
+            raise ValueError(f"video={path!r}: its audio track holds NaN or infinite samples. Re-encode the file.")
     return LoadedVideo(frames=frames, fps=sample_fps, audio=audio)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------------------------------
 def load_image(source):
     """Load an image as RGB `PIL.Image`: a path, an http(s) URL or base64 data (through transformers'
-    `load_image`), a PIL image, or an array (H, W, 3)."""
+    `load_image`), a PIL image, or an array/tensor (H, W, 3), (H, W, 4) (RGBA) or (3, H, W) of uint8 pixels,
+    integers in 0..255, or floats in [0, 1] (scaled by 255) or on the 0..255 scale.
+
+    Raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument for a source of the wrong type, a
+    missing or unreadable file, an empty picture, NaN or out-of-range pixels, or an aspect ratio above 200:1.
+    """
+    check_source("image", source)
     if isinstance(source, Image.Image):
+        _check_aspect("image", source.height, source.width)
         return source.convert("RGB")
-    if isinstance(source, (np.ndarray, torch.Tensor)):
-        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else source
-        if array.ndim != 3:
-            raise ValueError(f"image: expected an array (H, W, 3), got shape {array.shape}.")
-        if array.shape[0] == 3 and array.shape[-1] != 3:
+    if not _is_path(source):
+        array = _numpy(source)
+        if array.ndim != 3 or not (array.shape[-1] in (3, 4) or array.shape[0] == 3):
+            raise ValueError(f"image: expected an array (H, W, 3) or (3, H, W), got shape {array.shape}.")
+        if array.shape[-1] not in (3, 4):
             array = array.transpose(1, 2, 0)
-        if array.dtype != np.uint8:
-            array = np.clip(array * (255.0 if array.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
-    if not isinstance(source, (str, Path)):
-        raise TypeError(f"image={_describe(source)}: expected a path, a URL, a PIL image or an array.")
+        if array.dtype.kind not in "biuf":
+            raise TypeError(f"image: pixel values of dtype {array.dtype} are not supported. Pass uint8 pixels.")
+        _check_aspect("image", array.shape[0], array.shape[1])
+        pixels = _pixels("image", torch.from_numpy(np.ascontiguousarray(array)))
+        return Image.fromarray(pixels.numpy()).convert("RGB")
     path = os.fspath(source)
     if not (_is_url(path) or path.startswith("data:")):
         path = _check_path("image", path)
     try:
-        return transformers_load_image(path).convert("RGB")
+        image = transformers_load_image(path).convert("RGB")
     except (OSError, ValueError) as error:
         raise ValueError(f"image={path!r} could not be read as an image ({error}).") from None
+    _check_aspect(f"image={path!r}", image.height, image.width)
+    return image

@@ -7,6 +7,7 @@ one `generate()` per batch; `postprocess` decodes the answer and reports the kep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import torch
@@ -15,10 +16,14 @@ from transformers import GenerationConfig, Pipeline
 from transformers.pipelines.base import PipelineDataset
 from transformers.pipelines.pt_utils import PipelineIterator
 from transformers.utils import logging
+from transformers.utils.chat_template_utils import Chat
 
+from .compression import check_keep_ratio
 from .media import VideoSampling
 from .processing_omnisift import (
     INPUT_KEYS,
+    check_omni_request,
+    check_request_options,
     collate_omni_inputs,
     group_by_audio_in_video,
     prepare_omni_inputs,
@@ -62,6 +67,11 @@ class OmniQAPipeline(Pipeline):
     Returns, per input, `{"answer": str, "num_video_tokens", "num_kept_video_tokens", "num_audio_tokens",
     "num_kept_audio_tokens", "prompt_tokens", "prefill_tokens"}`: media tokens before/after compression and the
     sequence length before/after it.
+
+    Every call argument and every request of a list is checked before any media is decoded (`check_omni_request`,
+    `media.check_source`); bad input raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument, the
+    value and the fix. Legal but degraded input (an audio clip too short for one audio token, a truncated video file)
+    warns once.
     """
 
     _load_processor = True
@@ -92,7 +102,8 @@ class OmniQAPipeline(Pipeline):
     # -----------------------------------------------------------------------------------------------------------------
     def __call__(self, inputs=None, **kwargs):
         """Answer one request (keyword fields, a dict, a question string plus media keywords, chat messages) or a
-        list of them; see the class docstring."""
+        list of them; see the class docstring. Every request of a list and every argument is checked before any media
+        is decoded."""
         fields = {key: kwargs.pop(key) for key in INPUT_KEYS if key in kwargs}
         if isinstance(inputs, str):
             if "question" in fields:
@@ -109,6 +120,25 @@ class OmniQAPipeline(Pipeline):
             raise ValueError("omni-qa: nothing to answer. Pass e.g. `pipe(video='clip.mp4', question='...')`.")
         if isinstance(inputs, (list, tuple)) and len(inputs) == 0:
             return []
+        for name, value, low in (
+            ("batch_size", kwargs.get("batch_size", self._batch_size), 1),
+            ("num_workers", kwargs.get("num_workers", self._num_workers), 0),
+        ):
+            if value is not None:
+                _check_count(name, value, low)
+        # A list of chat messages is one request; any other list is a batch of requests (as the base class reads it).
+        # Generators and datasets stream: their requests are checked one by one in `preprocess`.
+        batch = isinstance(inputs, list) and not (
+            isinstance(inputs[0], Mapping) and {"role", "content"} <= set(inputs[0])
+        )
+        streamed = not isinstance(inputs, (Mapping, list, tuple, Chat))
+        for request in [] if streamed else inputs if batch else [inputs]:
+            messages = check_omni_request(request)
+            if kwargs.get("system_prompt") is not None and messages[0]["role"] == "system":
+                raise ValueError(
+                    f"omni-qa: system_prompt={kwargs['system_prompt']!r} was passed, but a request has its own system "
+                    "turn. Keep one of them."
+                )
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
@@ -125,17 +155,25 @@ class OmniQAPipeline(Pipeline):
         **kwargs,
     ):
         preprocess, forward, postprocess = {}, {}, {}
+        if isinstance(video_sampling, Mapping):
+            known = [field.name for field in dataclasses.fields(VideoSampling)]
+            unknown = sorted(set(video_sampling) - set(known), key=str)
+            if unknown:
+                raise TypeError(f"omni-qa: video_sampling has unknown field(s) {unknown}; known: {known}.")
+            video_sampling = VideoSampling(**video_sampling)
+        check_request_options(use_audio_in_video, system_prompt, video_sampling)
         if use_audio_in_video is not None:
-            preprocess["use_audio_in_video"] = bool(use_audio_in_video)
+            preprocess["use_audio_in_video"] = use_audio_in_video
         if system_prompt is not None:
             preprocess["system_prompt"] = system_prompt
         if video_sampling is not None:
-            if isinstance(video_sampling, Mapping):
-                video_sampling = VideoSampling(**video_sampling)
-            if not isinstance(video_sampling, VideoSampling):
-                raise TypeError(f"omni-qa: video_sampling={video_sampling!r} must be a VideoSampling or a dict.")
             preprocess["video_sampling"] = video_sampling
 
+        if generate_kwargs is not None and not isinstance(generate_kwargs, Mapping):
+            raise TypeError(
+                f"omni-qa: generate_kwargs={generate_kwargs!r} must be a dict of generation parameters, e.g. "
+                "{'do_sample': True}."
+            )
         generate_kwargs = dict(generate_kwargs or {})
         generation_keys = {key for key in vars(GenerationConfig()) if not key.startswith("_")}
         unknown = sorted(set(kwargs) - generation_keys)
@@ -146,20 +184,25 @@ class OmniQAPipeline(Pipeline):
                 "skip_special_tokens, and generation parameters (do_sample, temperature, ...)."
             )
         generate_kwargs.update(kwargs)
-        if max_new_tokens is not None:
-            if "max_new_tokens" in generate_kwargs:
-                raise ValueError("omni-qa: `max_new_tokens` was given both directly and in `generate_kwargs`.")
-            generate_kwargs["max_new_tokens"] = max_new_tokens
         for name, value in (
+            ("max_new_tokens", max_new_tokens),
             ("keep_ratio", keep_ratio),
             ("video_keep_ratio", video_keep_ratio),
             ("audio_keep_ratio", audio_keep_ratio),
         ):
             if value is not None:
+                if name in generate_kwargs:
+                    raise ValueError(f"omni-qa: `{name}` was given both directly and in `generate_kwargs`.")
                 generate_kwargs[name] = value
+        for name in ("keep_ratio", "video_keep_ratio", "audio_keep_ratio"):
+            check_keep_ratio(name, generate_kwargs.get(name))
+        if generate_kwargs.get("max_new_tokens") is not None:
+            _check_count("max_new_tokens", generate_kwargs["max_new_tokens"], 1)
         if generate_kwargs:
             forward["generate_kwargs"] = generate_kwargs
         if skip_special_tokens is not None:
+            if not isinstance(skip_special_tokens, bool):
+                raise TypeError(f"omni-qa: skip_special_tokens={skip_special_tokens!r} must be True or False.")
             postprocess["skip_special_tokens"] = skip_special_tokens
         return preprocess, forward, postprocess
 
@@ -188,19 +231,19 @@ class OmniQAPipeline(Pipeline):
 
     def _forward(self, model_inputs, generate_kwargs=None):
         samples = model_inputs if isinstance(model_inputs, list) else [model_inputs]
-        generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=False)
+        # The counts come back with each generate() call (not from per-model state): safe when threads share a model.
+        generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=True)
         results: list[dict | None] = [None] * len(samples)
         # Videos with and without interleaved audio need different position ids: one generate() per kind.
         for use_audio_in_video, indices in group_by_audio_in_video(samples).items():
             batch = collate_omni_inputs([samples[i] for i in indices], self.processor.tokenizer.pad_token_id)
             batch = to_model_inputs(batch, self.model, self.device)
-            self.model.compression_stats = None
-            sequences = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
+            outputs = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
             prompt_length = batch["input_ids"].shape[1]
-            counts = _kept_counts(self.model.compression_stats, batch["input_ids"].shape[0])
+            counts = _kept_counts(outputs, batch["input_ids"].shape[0])
             for row, index in enumerate(indices):
                 result = {name: value[row] for name, value in counts.items()}
-                result["generated"] = sequences[row, prompt_length:].cpu()
+                result["generated"] = outputs.sequences[row, prompt_length:].cpu()
                 result["prompt_tokens"] = batch["attention_mask"][row].sum().cpu()
                 results[index] = result
         return {key: [result[key] for result in results] for key in results[0]}
@@ -236,10 +279,19 @@ class OmniQAPipeline(Pipeline):
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
-def _kept_counts(stats, batch_size: int) -> dict[str, torch.Tensor]:
-    """Kept-token counts of the latest prefill (`model.compression_stats`); zeros when the batch had no audio/video."""
+def _check_count(name: str, value, low: int) -> None:
+    """A call argument that counts something (`batch_size`, `num_workers`, `max_new_tokens`): an int >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"omni-qa: {name}={value!r} must be an integer >= {low}, got {type(value).__name__}.")
+    if value < low:
+        raise ValueError(f"omni-qa: {name}={value!r} must be an integer >= {low}.")
+
+
+def _kept_counts(outputs, batch_size: int) -> dict[str, torch.Tensor]:
+    """Kept-token counts of one `generate(..., return_dict_in_generate=True)` call; zeros when the batch had no
+    audio/video."""
     counts = {}
     for name in _COUNT_KEYS:
-        value = getattr(stats, name, None) if stats is not None else None
+        value = outputs.get(name)
         counts[name] = value.cpu() if value is not None else torch.zeros(batch_size, dtype=torch.long)
     return counts

@@ -34,15 +34,20 @@ trainer.train()
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from safetensors import safe_open
+import transformers
+from PIL import Image
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import Dataset
@@ -52,7 +57,7 @@ from transformers.utils import logging
 from .compression import check_keep_ratio
 from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
 from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
-from .processing_omnisift import collate_omni_inputs, prepare_omni_inputs
+from .processing_omnisift import _item_source, _item_type, collate_omni_inputs, prepare_omni_inputs
 
 logger = logging.get_logger(__name__)
 
@@ -125,14 +130,15 @@ def _group_of(name: str, groups: dict[str, str]) -> str:
     return next((group for group, prefix in groups.items() if name.startswith(prefix)), _OTHER_GROUP)
 
 
-def _named_parameters(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], dict[str, str]]:
+def _named_parameters(model: nn.Module, caller: str) -> tuple[list[tuple[str, nn.Parameter]], dict[str, str]]:
     """The model's parameters and its parameter groups (name prefixes)."""
-    groups = getattr(model, "parameter_groups", None)
-    named = list(model.named_parameters())
-    if not isinstance(groups, dict) or not any(name.startswith(groups["compressor"]) for name, _ in named):
+    groups = getattr(model, "parameter_groups", None) if isinstance(model, nn.Module) else None
+    named = list(model.named_parameters()) if isinstance(model, nn.Module) else []
+    prefix = groups.get("compressor") if isinstance(groups, dict) else None
+    if not isinstance(prefix, str) or not any(name.startswith(prefix) for name, _ in named):
         raise TypeError(
-            f"expected an OmniSIFT model such as OmniSiftForConditionalGeneration (its `parameter_groups`: "
-            "`compressor.*`, `model.visual.*`, ...), "
+            f"{caller}: model must be an OmniSIFT model such as OmniSiftForConditionalGeneration (its "
+            "`parameter_groups`: `compressor.*`, `model.visual.*`, ...), "
             f"got a {type(model).__name__}. Freeze the model before wrapping it (PEFT, DDP, DeepSpeed)."
         )
     return named, groups
@@ -143,7 +149,7 @@ def count_trainable_parameters(model: nn.Module) -> TrainableParameters:
 
     Tied weights count once. Under DeepSpeed ZeRO-3 the full (unpartitioned) sizes are counted.
     """
-    named, groups = _named_parameters(model)
+    named, groups = _named_parameters(model, "count_trainable_parameters")
     trainable = dict.fromkeys(groups, 0)
     total = dict.fromkeys(groups, 0)
     for name, parameter in named:
@@ -173,7 +179,7 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
 
     Raises:
         `ValueError`: `policy` is not one of `FREEZE_POLICIES`.
-        `TypeError`: `model` is not an OmniSIFT model.
+        `TypeError`: `policy` is not a string, or `model` is not an OmniSIFT model.
 
     Example:
 
@@ -186,10 +192,13 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
     True
     ```
     """
+    choices = ", ".join(map(repr, FREEZE_POLICIES))
+    if not isinstance(policy, str):
+        raise TypeError(f"freeze: policy={policy!r} (of type {type(policy).__name__}); pass one name: {choices}.")
     if policy not in FREEZE_POLICIES:
-        raise ValueError(f"freeze: unknown policy {policy!r}; choose one of {', '.join(map(repr, FREEZE_POLICIES))}.")
+        raise ValueError(f"freeze: unknown policy {policy!r}; choose one of {choices}.")
     trained_groups = FREEZE_POLICIES[policy]
-    named, groups = _named_parameters(model)
+    named, groups = _named_parameters(model, "freeze")
     for name, parameter in named:
         parameter.requires_grad_(_group_of(name, groups) in trained_groups)
     counts = count_trainable_parameters(model)
@@ -234,6 +243,38 @@ class OmniQAExample:
     source: str
     use_audio_in_video: bool | None = None
 
+    def __post_init__(self):
+        source = self.source if isinstance(self.source, str) else "OmniQAExample"
+        if not isinstance(self.source, str):
+            raise TypeError(f"OmniQAExample: source={self.source!r}; pass a string such as 'train.jsonl, line 3'.")
+        if not isinstance(self.messages, list) or not self.messages:
+            raise TypeError(
+                f"{source}: messages={self.messages!r}; pass a non-empty list of {{'role': ..., 'content': ...}} "
+                "chat turns."
+            )
+        if not isinstance(self.answer, str):
+            raise TypeError(f"{source}: answer={self.answer!r} (of type {type(self.answer).__name__}); pass the text.")
+        if not self.answer.strip():
+            raise ValueError(f"{source}: answer={self.answer!r} is empty; pass the text the model should learn.")
+        if self.use_audio_in_video is not None and not isinstance(self.use_audio_in_video, bool):
+            raise TypeError(
+                f"{source}: use_audio_in_video={self.use_audio_in_video!r}; pass True, False or None (when the "
+                "video has an audio track)."
+            )
+
+
+class _DuplicateKeys(Exception):
+    pass
+
+
+def _object_of_unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """`json.loads` hook: a JSON object as a dict, refusing a key given twice (JSON itself keeps the last)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise _DuplicateKeys(repeated)
+    return dict(pairs)
+
 
 class OmniQADataset(Dataset):
     """Examples from a JSONL file, one JSON object per line, checked when the file is opened (a malformed line or a
@@ -253,16 +294,19 @@ class OmniQADataset(Dataset):
                   {"role": "assistant", "content": [{"type": "text", "text": "Because ..."}]}]}
     ```
 
-    - `video`, `audio`, `image`: a path or a list of paths (or http(s) URLs). Relative paths are resolved against the
-      directory of the JSONL file. A video's audio track is used when it has one (`"use_audio_in_video": false` to
-      ignore it).
+    - `video`, `audio`, `image`: a path or a non-empty list of paths (or http(s) URLs); leave the key out rather
+      than writing `null` or `[]`. Relative paths are resolved against the directory of the JSONL file. A video's
+      audio track is used when it has one (`"use_audio_in_video": false` to ignore it).
     - `messages` (or its alias `conversation`): `{"role": "system" | "user" | "assistant", "content": ...}` turns,
-      content as a string or a list of `{"type": "text" | "video" | "audio" | "image", ...}` items. Top-level media
-      are placed at the start of the first user turn. The last turn must be the assistant's: it is the answer that is
-      learnt. Earlier assistant turns are context (masked in `labels`, like the rest of the prompt).
+      content as a string or a list of items: `{"type": "text", "text": ...}` or `{"type": "video", "video": <path or
+      URL>}` (likewise audio, image; `"path"` or `"url"` may name the source). Top-level media are placed at the start
+      of the first user turn. Only the first turn may be the system's. The last turn must be the assistant's: it is
+      the answer that is learnt. Earlier assistant turns are context (masked in `labels`, like the rest of the
+      prompt).
     - `system` (optional): a system prompt; without one the collator's `system_prompt` (by default Qwen2.5-Omni's) is
       used, as in `pipeline("omni-qa")`.
-    - `id` (optional): ignored; any other key is an error (it catches typos such as `"vidoe"`).
+    - `id` (optional, a string or an integer): ignored; any other key, in a line or in a content item, is an error (it
+      catches typos such as `"vidoe"`), and so is a key given twice in one object or a line that is not UTF-8.
 
     Args:
         path (`str` or `os.PathLike`): the JSONL file.
@@ -270,18 +314,35 @@ class OmniQADataset(Dataset):
     """
 
     def __init__(self, path: str | os.PathLike, check_media_files: bool = True):
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"OmniQADataset: path={path!r} (of type {type(path).__name__}); pass the path of a JSONL file (a str "
+                "or pathlib.Path)."
+            )
+        if not isinstance(check_media_files, bool):
+            raise TypeError(f"OmniQADataset: check_media_files={check_media_files!r}; pass True or False.")
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(
                 f"OmniQADataset: {os.fspath(path)!r} is not a file. Pass the path of a JSONL file."
             )
         self.examples: list[OmniQAExample] = []
-        with open(self.path, encoding="utf-8-sig") as handle:  # tolerates a byte-order mark
-            for number, line in enumerate(handle, start=1):
+        with open(self.path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if number == 1 else "utf-8")  # tolerates a byte-order mark
+                except UnicodeDecodeError as error:
+                    raise ValueError(
+                        f"{self.path}, line {number}: not UTF-8 text (byte {raw[error.start : error.start + 1]!r} at "
+                        f"column {error.start + 1}); save the file as UTF-8."
+                    ) from None
                 if line.strip():
                     self.examples.append(self._parse(line, number, check_media_files))
         if not self.examples:
-            raise ValueError(f"{self.path}: no examples (the file is empty).")
+            raise ValueError(
+                f"OmniQADataset: {os.fspath(self.path)!r} has no examples (it is empty or blank); write one JSON "
+                "object per line."
+            )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -292,14 +353,26 @@ class OmniQADataset(Dataset):
     def _parse(self, line: str, number: int, check_media_files: bool) -> OmniQAExample:
         source = f"{self.path}, line {number}"
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_object_of_unique_keys)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: not valid JSON ({error.msg} at column {error.colno}).") from None
+            raise ValueError(
+                f"{source}: not valid JSON ({error.msg} at column {error.colno}); each line must be one JSON object."
+            ) from None
+        except _DuplicateKeys as error:
+            raise ValueError(
+                f"{source}: key(s) {error.args[0]} given twice in one object (JSON would keep only the last); "
+                "remove the extra one."
+            ) from None
         if not isinstance(record, dict):
-            raise ValueError(f"{source}: expected a JSON object, got {type(record).__name__}.")
+            raise ValueError(
+                f'{source}: expected a JSON object such as {{"video": ..., "question": ..., "answer": ...}}, '
+                f"got a {type(record).__name__} ({line.strip()[:60]})."
+            )
         unknown = sorted(set(record) - set(_JSONL_KEYS))
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; expected some of {list(_JSONL_KEYS)}.")
+        if "id" in record and (isinstance(record["id"], bool) or not isinstance(record["id"], (str, int))):
+            raise ValueError(f"{source}: `id` must be a string or an integer, got {record['id']!r}.")
 
         conversation_keys = [key for key in ("messages", "conversation") if key in record]
         if len(conversation_keys) > 1:
@@ -319,10 +392,14 @@ class OmniQADataset(Dataset):
             answer = record["answer"]
 
         media_items = []
-        for kind in MEDIA_TYPES:
-            value = record.get(kind)
-            values = value if isinstance(value, list) else ([] if value is None else [value])
-            media_items += [{"type": kind, kind: item} for item in values]
+        for kind in (kind for kind in MEDIA_TYPES if kind in record):
+            value = record[kind]
+            if value is None or value == []:
+                raise ValueError(
+                    f"{source}: `{kind}` is {json.dumps(value)}; give a path or a list of paths, or leave the key "
+                    f"out for an example without {kind}."
+                )
+            media_items += [{"type": kind, kind: item} for item in (value if isinstance(value, list) else [value])]
         if media_items:
             first_user = next(i for i, message in enumerate(messages) if message["role"] == "user")
             messages[first_user] = {"role": "user", "content": media_items + messages[first_user]["content"]}
@@ -364,6 +441,12 @@ class OmniQADataset(Dataset):
             )
         if not any(message["role"] == "user" for message in messages):
             raise ValueError(f"{source}: the conversation has no user turn.")
+        late = [position for position, message in enumerate(messages) if message["role"] == "system" and position]
+        if late:
+            raise ValueError(
+                f"{source}: turn {late[0]} is a system turn; only the first turn may be the system's (or use the "
+                "`system` key)."
+            )
         final = messages.pop()["content"]
         if any(item.get("type", "text") != "text" or not isinstance(item.get("text"), str) for item in final):
             raise ValueError(f"{source}: the assistant's answer must be text only.")
@@ -376,14 +459,24 @@ class OmniQADataset(Dataset):
         """A content item with its media path made absolute (relative to the JSONL file) and checked."""
         kind = item.get("type") or next((key for key in ("text", *MEDIA_TYPES) if key in item), None)
         if kind == "text":
-            if not isinstance(item.get("text"), str):
-                raise ValueError(f"{source}: a text item needs a string 'text', got {item!r}.")
+            if not isinstance(item.get("text"), str) or set(item) - {"type", "text"}:
+                raise ValueError(
+                    f'{source}: a text item is {{"type": "text", "text": <string>}}, got {json.dumps(item)}.'
+                )
             return {"type": "text", "text": item["text"]}
         if kind not in MEDIA_TYPES:
             raise ValueError(
                 f"{source}: content item of type {kind!r} is not supported; use text, video, audio, image."
             )
-        value = next((item[key] for key in (kind, "path", "url") if item.get(key) is not None), None)
+        given = [key for key in (kind, "path", "url") if item.get(key) is not None]
+        unknown = sorted(set(item) - {"type", kind, "path", "url"})
+        if unknown or len(given) > 1:
+            raise ValueError(
+                f"{source}: the {kind} item {json.dumps(item)} has "
+                f"{f'unknown key(s) {unknown}' if unknown else f'several sources {given}'}; a {kind} item is "
+                f'{{"type": "{kind}", "{kind}": <path or URL>}}.'
+            )
+        value = item[given[0]] if given else None
         if not isinstance(value, str) or not value:
             raise ValueError(f"{source}: the {kind} item {item!r} needs a path or URL string.")
         if value.startswith(("http://", "https://")):
@@ -391,9 +484,10 @@ class OmniQADataset(Dataset):
         path = Path(value.removeprefix("file://"))
         resolved = path if path.is_absolute() else self.path.parent / path
         if check_media_files and not resolved.is_file():
+            problem = "is a directory" if resolved.is_dir() else "not found"
             raise FileNotFoundError(
-                f"{source}: {kind} file {value!r} not found (looked for {os.fspath(resolved)!r}; relative paths are "
-                "resolved against the JSONL file's directory)."
+                f"{source}: {kind} file {value!r} {problem} (looked for {os.fspath(resolved)!r}; relative paths are "
+                "resolved against the JSONL file's directory). Fix the path, or remove the line."
             )
         return {"type": kind, kind: os.fspath(resolved)}
 
@@ -442,6 +536,19 @@ class OmniQADataCollator:
     _end_id: int = field(init=False, repr=False)
 
     def __post_init__(self):
+        if getattr(self.processor, "tokenizer", None) is None or not callable(self.processor):
+            raise TypeError(
+                f"OmniQADataCollator: processor must be the model's processor (Qwen2_5OmniProcessor, from "
+                f"AutoProcessor.from_pretrained), got a {type(self.processor).__name__}."
+            )
+        for name, kind, what in (
+            ("system_prompt", str, 'a string ("" for no system turn) or None for the default'),
+            ("video_sampling", VideoSampling, "an omnisift_hf.media.VideoSampling or None for the processor's"),
+            ("end_of_turn_token", str, 'a token string such as "<|im_end|>"'),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, kind) and not (value is None and name != "end_of_turn_token"):
+                raise TypeError(f"OmniQADataCollator: {name}={value!r} (of type {type(value).__name__}); pass {what}.")
         if isinstance(self.keep_ratio, Sequence) and not isinstance(self.keep_ratio, str):
             if len(self.keep_ratio) == 0:
                 raise ValueError(
@@ -466,15 +573,27 @@ class OmniQADataCollator:
         self._end_id = end_id
 
     def __call__(self, features: Sequence[OmniQAExample | Mapping]) -> dict:
+        if not isinstance(features, Sequence) or isinstance(features, (str, bytes)):
+            raise TypeError(
+                f"OmniQADataCollator: features must be a list of examples (from OmniQADataset or "
+                f"EncodedOmniQADataset), got a {type(features).__name__}."
+            )
+        if not features:
+            raise ValueError("OmniQADataCollator: features is an empty list; a batch needs at least one example.")
         samples = [feature if _is_encoded(feature) else self.encode(self._example(feature)) for feature in features]
 
-        flags = {sample["use_audio_in_video"] for sample in samples} - {None}
+        flags = {sample.get("use_audio_in_video") for sample in samples} - {None}
         if len(flags) > 1:
-            sources = "; ".join(sample.get("source", "<encoded example>") for sample in samples)
+            sources = "; ".join(
+                f"{sample.get('source', '<encoded example>')}: "
+                f"{'with' if sample['use_audio_in_video'] else 'without'} its audio track"
+                for sample in samples
+                if sample.get("use_audio_in_video") is not None
+            )
             raise ValueError(
                 "OmniQADataCollator: one batch mixes videos with and without their audio track; the model takes one "
-                f"`use_audio_in_video` per batch ({sources}). Use a per-device batch size of 1, or keep the two "
-                "kinds in separate datasets."
+                f"`use_audio_in_video` per batch ({sources}). Use a per-device batch size of 1, keep the two kinds "
+                'in separate datasets, or set "use_audio_in_video": false on the lines with sound.'
             )
         batch = collate_omni_inputs(samples, self.processor.tokenizer.pad_token_id)
         length = batch["input_ids"].shape[1]
@@ -499,8 +618,8 @@ class OmniQADataCollator:
         if isinstance(feature, OmniQAExample):
             return feature
         if isinstance(feature, Mapping) and {"messages", "answer"} <= set(feature):
-            return OmniQAExample(
-                messages=list(feature["messages"]),
+            return OmniQAExample(  # checks the fields
+                messages=feature["messages"],
                 answer=feature["answer"],
                 source=feature.get("source", "<example>"),
                 use_audio_in_video=feature.get("use_audio_in_video"),
@@ -551,10 +670,17 @@ class OmniQADataCollator:
 
     def encoding_settings(self) -> dict:
         """What determines [`encode`]'s output besides the example: compared by [`EncodedOmniQADataset`] before it
-        reuses a cache."""
+        reuses a cache. The tokenizer (vocabulary, merges, added tokens) and the image, video and audio processors'
+        configurations enter as SHA-256 digests."""
         tokenizer = self.processor.tokenizer
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+        to_dict = getattr(self.processor, "to_dict", None)
+        configuration = json.dumps(to_dict() if callable(to_dict) else {}, sort_keys=True, default=str)
         return {
             "processor": type(self.processor).__name__,
+            "processor_config": _digest(configuration),
+            "tokenizer": _digest(vocabulary),
             "vocab_size": len(tokenizer),
             "chat_template": self.processor.chat_template,
             "system_prompt": self.system_prompt,
@@ -571,25 +697,144 @@ def _is_encoded(feature) -> bool:
 # Data: encode once, train many epochs
 # ---------------------------------------------------------------------------------------------------------------------
 _CACHE_MANIFEST = "omnisift_encoded.json"
+# Bumped whenever what `encode` stores, or how an example is fingerprinted, changes: caches of another format are
+# refused like caches of other settings.
+_CACHE_FORMAT = 2
 _FLAG_VALUES = {"true": True, "false": False, "none": None}
+_ENCODED_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _canonical(value, source: str):
+    """`value` (part of an example) as JSON data for its fingerprint; arrays and images by a digest of their bytes."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(key): _canonical(item, source) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item, source) for item in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        return {
+            "tensor": str(value.dtype),
+            "shape": list(value.shape),
+            "sha256": _bytes_digest(flat.view(torch.uint8)),
+        }
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        return {"array": str(array.dtype), "shape": list(array.shape), "sha256": _bytes_digest(array)}
+    if isinstance(value, Image.Image):
+        return {"image": value.mode, "size": list(value.size), "sha256": _bytes_digest(value.tobytes())}
+    raise TypeError(
+        f"{source}: EncodedOmniQADataset cannot fingerprint a {type(value).__name__} in the example; give media as "
+        "paths, URLs, arrays, tensors or PIL images."
+    )
+
+
+def _bytes_digest(data) -> str:
+    if isinstance(data, torch.Tensor):
+        data = data.numpy()
+    return hashlib.sha256(memoryview(data).cast("B") if not isinstance(data, bytes) else data).hexdigest()
+
+
+def _local_media_files(messages: list) -> list[str]:
+    """The local files an example's media items name (URLs and in-memory media excluded), as absolute paths."""
+    files = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, Mapping) else None
+        for item in content if isinstance(content, list) else []:
+            kind = _item_type(item)  # the encoder's own reading of an item
+            if kind == "text":
+                continue
+            source = _item_source(item, kind)
+            if isinstance(source, (str, os.PathLike)):
+                path = os.fspath(source)
+                if not path.startswith(("http://", "https://", "data:")):
+                    files.append(os.path.abspath(path.removeprefix("file://")))
+    return files
+
+
+def _fingerprint(example: OmniQAExample, settings: str) -> str:
+    """SHA-256 of everything `encode` reads: the encoding settings (`settings`, a digest), the example's fields and
+    the identity of its media files (path, size, modification time in ns)."""
+    try:
+        files = _local_media_files(example.messages)
+    except (TypeError, ValueError) as error:  # a malformed content item, named with its example
+        raise type(error)(f"{example.source}: {error}") from None
+    media = []
+    for path in files:
+        try:
+            status = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"{example.source}: media file {path!r} not found. EncodedOmniQADataset keys each example on its "
+                "media files (size and modification time), so they must exist: restore the file or remove the example."
+            ) from None
+        media.append([path, status.st_size, status.st_mtime_ns])
+    content = {
+        "settings": settings,
+        "messages": _canonical(example.messages, example.source),
+        "answer": example.answer,
+        "use_audio_in_video": example.use_audio_in_video,
+        "media": media,
+    }
+    return _digest(json.dumps(content, sort_keys=True, ensure_ascii=False))
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temporary)` into a unique temporary file beside `path`, then rename it to `path`: readers (and a later
+    run after a crash) see the complete file or none."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _damage(path: Path, fingerprint: str) -> str | None:
+    """Why the encoded file at `path` cannot be used for the example `fingerprint` (`None`: it can)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            metadata, keys = handle.metadata() or {}, set(handle.keys())
+    except (SafetensorError, OSError) as error:
+        return f"unreadable: {error}"
+    if metadata.get("fingerprint") != fingerprint:
+        return "it holds another example"
+    if not set(_ENCODED_KEYS) <= keys or metadata.get("use_audio_in_video") not in _FLAG_VALUES:
+        return "incomplete"
+    return None
 
 
 class _EncodeJob(Dataset):
-    def __init__(self, dataset, collator, paths):
-        self.dataset, self.collator, self.paths = dataset, collator, paths
+    """The examples to encode: (index in the dataset, fingerprint, file) triples."""
+
+    def __init__(self, dataset, collator, jobs):
+        self.dataset, self.collator, self.jobs = dataset, collator, jobs
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.jobs)
 
     def __getitem__(self, index):
-        number, path = self.paths[index]
+        number, fingerprint, path = self.jobs[index]
         sample = self.collator.encode(OmniQADataCollator._example(self.dataset[number]))
-        flag = str(sample.pop("use_audio_in_video")).lower()
-        source = sample.pop("source")
+        metadata = {
+            "format": str(_CACHE_FORMAT),
+            "fingerprint": fingerprint,
+            "use_audio_in_video": str(sample.pop("use_audio_in_video")).lower(),
+        }
+        sample.pop("source")
         tensors = {key: value.contiguous() for key, value in sample.items() if isinstance(value, torch.Tensor)}
-        partial = path.with_suffix(".tmp")
-        save_file(tensors, partial, metadata={"use_audio_in_video": flag, "source": source})
-        partial.replace(path)  # complete files only: an interrupted run resumes where it stopped
+        _write_atomically(path, lambda temporary: save_file(tensors, temporary, metadata=metadata))
         return index
 
 
@@ -603,51 +848,145 @@ class EncodedOmniQADataset(Dataset):
     training. Tensors are stored exactly as the processor made them (float32 features: about 2 MB per 6 s clip of
     112 x 112 frames), so a batch from the cache equals a batch built from the media.
 
+    Each file is named by the example's fingerprint: a SHA-256 of its fields (messages, answer, system turn,
+    `use_audio_in_video`), of its media files' identity (absolute path, size and modification time; not their
+    bytes) and of the encoding settings. Opening the dataset encodes exactly the examples that have no valid file
+    yet: new ones, edited ones (an answer changed, a clip replaced) and ones whose file is damaged (cut short by a
+    crash: a warning names it); every other example reuses its file. Files are written under a temporary name and
+    renamed when complete. Media at URLs are keyed on the URL only.
+
     Args:
         dataset: an [`OmniQADataset`] or any sequence of examples the collator accepts.
         collator ([`OmniQADataCollator`]): whose processor, sampling and system prompt encode the examples.
-        cache_dir (`str` or `os.PathLike`): created if missing. A directory written for another number of examples
-            or other encoding settings is refused (`ValueError`): delete it or choose another. Files already there
-            are reused, so an interrupted encoding resumes.
+        cache_dir (`str` or `os.PathLike`): created if missing. A directory written with other encoding settings
+            (processor, tokenizer, chat template, system prompt, frame sampling, transformers version) is refused
+            (`ValueError`): delete it or choose another. Several datasets (or versions of one) may share a
+            directory: each finds its own examples. Files of examples no longer in the dataset stay until the
+            directory is deleted.
         num_workers (`int`, defaults to 0): processes encoding in parallel (0 = this process).
+
+    Raises:
+        `ValueError`, `TypeError`, `FileNotFoundError` (naming the argument, file or JSONL line) before any encoding;
+        on reading, an error naming a file that is missing or damaged and what to do.
     """
 
     def __init__(self, dataset, collator: OmniQADataCollator, cache_dir, num_workers: int = 0):
-        if not isinstance(num_workers, int) or num_workers < 0:
+        if not isinstance(collator, OmniQADataCollator):
+            raise TypeError(
+                f"EncodedOmniQADataset: collator must be an OmniQADataCollator, got a {type(collator).__name__}."
+            )
+        if (
+            isinstance(dataset, (str, bytes, Mapping))
+            or not hasattr(dataset, "__len__")
+            or not hasattr(dataset, "__getitem__")
+        ):
+            raise TypeError(
+                f"EncodedOmniQADataset: dataset must be an OmniQADataset or a sequence of examples, got a "
+                f"{type(dataset).__name__}."
+            )
+        if len(dataset) == 0:
+            raise ValueError("EncodedOmniQADataset: dataset is empty; there is nothing to encode.")
+        if not isinstance(cache_dir, (str, os.PathLike)):
+            raise TypeError(
+                f"EncodedOmniQADataset: cache_dir={cache_dir!r} (of type {type(cache_dir).__name__}); pass a "
+                "directory path (str or pathlib.Path)."
+            )
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int):
+            raise TypeError(f"EncodedOmniQADataset: num_workers={num_workers!r}; use an integer >= 0.")
+        if num_workers < 0:
             raise ValueError(f"EncodedOmniQADataset: num_workers={num_workers!r}; use an integer >= 0.")
         self.cache_dir = Path(cache_dir)
-        settings = {"num_examples": len(dataset), **collator.encoding_settings()}
-        if isinstance(dataset, OmniQADataset):
-            settings["sources"] = [example.source for example in (dataset[0], dataset[len(dataset) - 1])]
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ValueError(
+                f"EncodedOmniQADataset: cache_dir={os.fspath(cache_dir)!r} is a file; pass a directory (it is created "
+                "if missing)."
+            )
+        settings = {"format": _CACHE_FORMAT, "transformers": transformers.__version__, **collator.encoding_settings()}
+        settings = json.loads(json.dumps(settings))  # as the manifest reads back (tuples become lists)
+        examples = [OmniQADataCollator._example(dataset[index]) for index in range(len(dataset))]
+        digest = _digest(json.dumps(settings, sort_keys=True))
+        fingerprints = [_fingerprint(example, digest) for example in examples]
+        self._check_manifest(settings)
+
+        self._sources = [example.source for example in examples]
+        self._fingerprints = fingerprints
+        self.paths = [self.cache_dir / f"{fingerprint[:32]}.safetensors" for fingerprint in fingerprints]
+        jobs, damaged = {}, []
+        for index, (fingerprint, path) in enumerate(zip(fingerprints, self.paths, strict=True)):
+            if path in jobs or not path.exists():
+                jobs.setdefault(path, (index, fingerprint, path))
+            elif (problem := _damage(path, fingerprint)) is not None:
+                damaged.append(f"{path.name} ({self._sources[index]}; {problem})")
+                jobs[path] = (index, fingerprint, path)
+        if damaged:
+            logger.warning_once(
+                f"EncodedOmniQADataset: {len(damaged)} file(s) in {self.cache_dir} cannot be used (cut short by a "
+                f"crash or a full disk?); encoding the example(s) again: {'; '.join(damaged[:3])}"
+                f"{' ...' if len(damaged) > 3 else ''}"
+            )
+        if jobs:
+            logger.info(
+                f"EncodedOmniQADataset: encoding {len(jobs)} of {len(set(self.paths))} examples into {self.cache_dir} "
+                "(the others are in the cache)"
+            )
+            job = _EncodeJob(dataset, collator, list(jobs.values()))
+            for _ in torch.utils.data.DataLoader(job, batch_size=None, num_workers=num_workers):
+                pass
+
+    def _check_manifest(self, settings: dict) -> None:
+        """Refuse a directory written with other settings, or one that is not an encoding cache; start a new one."""
         manifest = self.cache_dir / _CACHE_MANIFEST
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        if manifest.exists():
-            found = json.loads(manifest.read_text())
+        where = f"cache_dir={os.fspath(self.cache_dir)!r}"
+        if manifest.is_file():
+            try:
+                found = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as error:
+                found = error
+            if not isinstance(found, dict):
+                raise ValueError(
+                    f"EncodedOmniQADataset: {os.fspath(manifest)!r} cannot be read ({found}); delete {where} (it is "
+                    "encoded again) or pass another cache_dir."
+                )
             if found != settings:
                 changed = sorted(key for key in set(found) | set(settings) if found.get(key) != settings.get(key))
                 raise ValueError(
-                    f"EncodedOmniQADataset: cache_dir={os.fspath(self.cache_dir)!r} holds examples encoded for "
-                    f"another dataset or other settings (differs in {changed}); delete it or pass another cache_dir."
+                    f"EncodedOmniQADataset: {where} holds examples encoded with other settings (differs in "
+                    f"{changed}); delete it or pass another cache_dir."
                 )
-        else:
-            manifest.write_text(json.dumps(settings, indent=1) + "\n")
-        self.paths = [self.cache_dir / f"{index:07d}.safetensors" for index in range(len(dataset))]
-        missing = [(index, path) for index, path in enumerate(self.paths) if not path.exists()]
-        if missing:
-            logger.info(f"EncodedOmniQADataset: encoding {len(missing)} examples into {self.cache_dir}")
-            loader = torch.utils.data.DataLoader(
-                _EncodeJob(dataset, collator, missing), batch_size=None, num_workers=num_workers
+            return
+        if self.cache_dir.is_dir() and any(self.cache_dir.iterdir()):
+            raise ValueError(
+                f"EncodedOmniQADataset: {where} is not empty and has no {_CACHE_MANIFEST}, so it is not an encoding "
+                "cache; pass a new or empty directory."
             )
-            for _ in loader:
-                pass
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(settings, indent=1) + "\n"
+        _write_atomically(manifest, lambda temporary: temporary.write_text(text, encoding="utf-8"))
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        with safe_open(self.paths[index], framework="pt") as handle:
-            metadata = handle.metadata()
-            sample = {key: handle.get_tensor(key) for key in handle.keys()}
+        path, source = self.paths[index], self._sources[index]
+        try:
+            with safe_open(path, framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                sample = {key: handle.get_tensor(key) for key in handle.keys()}
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"EncodedOmniQADataset: {os.fspath(path)!r} (the encoding of {source}) is gone; create the "
+                "EncodedOmniQADataset again: it encodes missing examples."
+            ) from None
+        except (SafetensorError, OSError) as error:
+            raise ValueError(
+                f"EncodedOmniQADataset: {os.fspath(path)!r} (the encoding of {source}) cannot be read ({error}); "
+                "delete it and create the EncodedOmniQADataset again, which encodes it anew."
+            ) from None
+        if metadata.get("fingerprint") != self._fingerprints[index] or not set(_ENCODED_KEYS) <= set(sample):
+            raise ValueError(
+                f"EncodedOmniQADataset: {os.fspath(path)!r} does not hold the encoding of {source}; delete it and "
+                "create the EncodedOmniQADataset again, which encodes it anew."
+            )
         sample["use_audio_in_video"] = _FLAG_VALUES[metadata["use_audio_in_video"]]
-        sample["source"] = metadata["source"]
+        sample["source"] = source
         return sample

@@ -18,15 +18,25 @@ files, the processor/tokenizer files of SRC and a model card, so that
 `OmniSiftForConditionalGeneration.from_pretrained`, `AutoModel.from_pretrained` (with `omnisift_hf` imported) and
 `AutoModel.from_pretrained(..., trust_remote_code=True)` (without) all load it.
 
-Memory: one input shard at a time. Everything is written into a hidden sibling directory that is renamed into place at
-the end, so a failed conversion leaves no DST behind.
+Memory: one input shard at a time. Everything is written into a hidden sibling directory (`.DST.*.partial`) that is
+renamed into place at the end, so a failed conversion leaves no DST behind: an error, Ctrl-C or SIGTERM removes it;
+after SIGKILL (or a power cut) the next conversion into the same DST removes it, recognising it by the process id it
+records. Every argument is checked, and SRC against DST, before any weight is read or any file written; the converter
+never writes into its own SRC, nor replaces a DST that holds it.
 """
 
 import argparse
 import collections
+import contextlib
+import glob
 import json
+import os
 import shutil
+import signal
+import socket
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +44,7 @@ import torch
 from huggingface_hub import HfApi, ModelCardData, snapshot_download
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformers.core_model_loading import revert_weight_conversion
 from transformers.modeling_utils import remove_tied_weights_from_state_dict
@@ -81,6 +91,9 @@ _IN_MEMORY_PREFIXES = (
 _SELECTOR_PREFIX = "compressor."
 _SELECTOR_FILE_PREFIXES = ("thinker.compressor.", "compressor.")
 _SAFETENSORS_DTYPES = {"BF16": "bfloat16", "F16": "float16", "F32": "float32", "F64": "float64"}
+# Written into the staging directory: which process (on which host) is writing it, so that a later run removes the
+# directory only once that process is gone.
+_STAGING_MARKER = ".omnisift-convert-staging.json"
 _PAPER_CITATION = """@misc{ding2026omnisift,
   title         = {OmniSIFT: Modality-Asymmetric Token Compression for Efficient Omni-modal Large Language Models},
   author        = {Yue Ding and Yiyan Ji and Jungang Li and Xuyang Liu and Xinlong Chen and Junfei Wu and Bozhou Li and
@@ -144,24 +157,39 @@ def convert(
         private (`bool`, *optional*): visibility of the repository `push_to_hub` creates.
 
     Raises:
-        `FileNotFoundError`: SRC, its config.json or its safetensors weights are missing.
-        `FileExistsError`: `dst` exists and is not empty (pass `overwrite=True`).
-        `ValueError`: no selector, a selector that does not fit SRC, an unknown key layout or an incomplete SRC.
+        `FileNotFoundError`: SRC, its config.json, its safetensors weights or the `selector` file are missing.
+        `FileExistsError`: `dst` is a file, or exists and is not empty (pass `overwrite=True`).
+        `NotADirectoryError`, `PermissionError`: SRC is a file, or `dst` cannot be created where it is.
+        `TypeError`: an argument of the wrong type.
+        `ValueError`: DST and SRC overlap, a bad keep ratio or head count, no selector, a selector that does not fit
+            SRC, an unknown key layout, an incomplete SRC, or a config.json, index or safetensors file that cannot be
+            read (truncated or corrupted).
     """
-    dst = Path(dst)
-    _check_destination(dst, overwrite)
-    ratios = {
-        "keep_ratio": check_keep_ratio("keep_ratio", keep_ratio),
-        "video_keep_ratio": check_keep_ratio("video_keep_ratio", video_keep_ratio),
-        "audio_keep_ratio": check_keep_ratio("audio_keep_ratio", audio_keep_ratio),
-    }
-    source, is_hub = _resolve_source(src, subfolder, revision)
+    # 0. Check every argument, and a local SRC against DST, before downloading, reading or writing anything.
+    given_dst, dst = dst, _absolute(dst, "dst")
+    ratios = _check_arguments(
+        src,
+        dst,
+        selector=selector,
+        ratios={"keep_ratio": keep_ratio, "video_keep_ratio": video_keep_ratio, "audio_keep_ratio": audio_keep_ratio},
+        selector_num_heads=selector_num_heads,
+        subfolder=subfolder,
+        revision=revision,
+        base_model=base_model,
+        processor=processor,
+        overwrite=overwrite,
+        push_to_hub=push_to_hub,
+    )
+    selector = Path(selector) if selector is not None else None
+    root, source, is_hub = _resolve_source(src, subfolder, revision)
+    _check_apart(src, root, source, dst, selector)  # again: a Hub SRC is known only now, as its local snapshot
     if base_model is None and is_hub:
         base_model = str(src)
 
-    # 1. Plan from the headers alone, and check everything before writing anything.
+    # 1. Plan from config.json and the headers alone, and check everything before writing anything.
+    config_dict = _read_config(source)
     plan = _plan(source)
-    external_selector = _read_selector_file(Path(selector)) if selector is not None else None
+    external_selector = _read_selector_file(selector) if selector is not None else None
     if external_selector is not None:
         if plan.selector_shapes:
             logger.warning(f"SRC has selector weights; they are replaced by the ones in {selector}.")
@@ -169,51 +197,182 @@ def convert(
             (shard, [(s, d) for s, d in pairs if not d.startswith(_SELECTOR_PREFIX)]) for shard, pairs in plan.shards
         ]
         plan.selector_shapes = {name: tuple(tensor.shape) for name, tensor in external_selector.items()}
-    config = _build_config(source, plan, selector_num_heads, {k: v for k, v in ratios.items() if v is not None})
+    selector_origin = f"--selector {str(selector)!r}" if selector is not None else f"SRC {str(src)!r}"
+    config = _build_config(source, config_dict, plan, selector_num_heads, ratios, selector_origin)
     keys = [d for _, pairs in plan.shards for _, d in pairs]
     keys += [_SELECTOR_PREFIX + name for name in external_selector or {}]
-    _check_complete(config, keys)
+    _check_complete(config, keys, source)
 
     # 2. Write into a hidden sibling directory; rename it into place only once complete.
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
-    try:
-        _write_weights(staging, plan, external_selector)
-        config.save_pretrained(staging)
-        write_remote_code(staging, modeling_omnisift.__file__)
-        if processor is not None:
-            processor.save_pretrained(staging)
-        else:
-            _copy_files(source, staging, PROCESSOR_FILE_PATTERNS)
-        _copy_files(source, staging, (GENERATION_CONFIG_FILE,))
-        model_id = push_to_hub or str(dst)
-        (staging / "README.md").write_text(model_card(config, base_model=base_model, model_id=model_id))
-        _publish(staging, dst)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    _remove_stale_staging(dst)
+    with _sigterm_raises():
+        staging = _make_staging(dst)
+        try:
+            _write_weights(staging, plan, external_selector)
+            config.save_pretrained(staging)
+            write_remote_code(staging, modeling_omnisift.__file__)
+            if processor is not None:
+                processor.save_pretrained(staging)
+            else:
+                _copy_files(source, staging, PROCESSOR_FILE_PATTERNS)
+            _copy_files(source, staging, (GENERATION_CONFIG_FILE,))
+            model_id = push_to_hub or str(given_dst)
+            (staging / "README.md").write_text(model_card(config, base_model=base_model, model_id=model_id))
+            (staging / _STAGING_MARKER).unlink()
+            _publish(staging, dst)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
+    # 3. Upload the complete directory.
     if push_to_hub is not None:
-        api = HfApi()
-        repo_id = api.create_repo(push_to_hub, private=private, exist_ok=True).repo_id
-        api.upload_folder(repo_id=repo_id, folder_path=dst, commit_message="Upload OmniSIFT checkpoint (omnisift_hf)")
-    return dst
+        try:
+            api = HfApi()
+            repo_id = api.create_repo(push_to_hub, private=private, exist_ok=True).repo_id
+            api.upload_folder(
+                repo_id=repo_id, folder_path=dst, commit_message="Upload OmniSIFT checkpoint (omnisift_hf)"
+            )
+        except Exception as error:  # no token, no access, offline, ...
+            raise OSError(
+                f"DST {str(dst)!r} is complete, but uploading it to --push-to-hub {push_to_hub!r} failed ({error}); "
+                f"fix the cause and upload it with `hf upload {push_to_hub} {dst}`."
+            ) from error
+    return Path(given_dst)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Source and destination
+# Arguments, source and destination
 # ---------------------------------------------------------------------------------------------------------------------
+def _absolute(path: object, name: str) -> Path:
+    """`path` (a `str` or `os.PathLike`) as an absolute path, `.` and `..` resolved but not symbolic links."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"`{name}` must be a path (str or os.PathLike), got {path!r} of type {type(path).__name__}.")
+    if not os.fspath(path):
+        raise ValueError(f"`{name}` is an empty path; pass a directory.")
+    return Path(os.path.abspath(path))
+
+
+def _check_arguments(
+    src: object,
+    dst: Path,
+    *,
+    selector: object,
+    ratios: dict[str, object],
+    selector_num_heads: object,
+    subfolder: object,
+    revision: object,
+    base_model: object,
+    processor: object,
+    overwrite: bool,
+    push_to_hub: object,
+) -> dict[str, float]:
+    """Everything that can be checked without SRC's contents; returns the keep ratios that are set."""
+    checked = {name: check_keep_ratio(name, value) for name, value in ratios.items()}
+    if isinstance(selector_num_heads, bool) or not isinstance(selector_num_heads, int) or selector_num_heads <= 0:
+        raise ValueError(f"--selector-num-heads must be a positive integer, got {selector_num_heads!r}.")
+    for name, value in (("subfolder", subfolder), ("revision", revision), ("base_model", base_model)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"`{name}` must be a string, got {value!r} of type {type(value).__name__}.")
+    if subfolder and (Path(subfolder).is_absolute() or ".." in Path(subfolder).parts):
+        raise ValueError(f"--subfolder {subfolder!r} must be a relative folder inside SRC, without `..`.")
+    if processor is not None and not callable(getattr(processor, "save_pretrained", None)):
+        raise TypeError(
+            f"`processor` must have a `save_pretrained(directory)` method (a ProcessorMixin), got "
+            f"{type(processor).__name__}; pass None to copy SRC's processor files."
+        )
+    if push_to_hub is not None:
+        try:
+            validate_repo_id(push_to_hub)
+        except HFValidationError as error:
+            raise ValueError(
+                f"--push-to-hub {push_to_hub!r} is not a Hub repository id ({error}); pass one like `org/name`."
+            ) from None
+    if selector is not None:
+        path = _absolute(selector, "selector")
+        if path.is_dir():
+            raise IsADirectoryError(f"--selector {str(selector)!r} is a directory; pass the safetensors file in it.")
+        if not path.is_file():
+            raise FileNotFoundError(f"--selector {str(selector)!r} does not exist; pass a safetensors file.")
+
+    src_path = _absolute(src, "src")
+    if src_path.exists() and not src_path.is_dir():
+        raise NotADirectoryError(
+            f"SRC {str(src)!r} is a file; pass the checkpoint's directory (the one holding config.json) or a Hub "
+            "repository id."
+        )
+    if src_path.is_dir():  # a Hub SRC is checked once downloaded
+        source = src_path / subfolder if subfolder else src_path
+        _check_apart(src, src_path, source, dst, Path(selector) if selector is not None else None)
+    _check_destination(dst, overwrite)
+    return {name: value for name, value in checked.items() if value is not None}
+
+
+def _check_apart(src: object, root: Path, source: Path, dst: Path, selector: Path | None) -> None:
+    """DST must neither be, nor lie inside, nor contain SRC (its folder `root`, the checkpoint's folder `source` in it,
+    or any file of `source`: a Hub snapshot's files link into the cache), with symbolic links resolved: the converter
+    never writes into its source, and never deletes it by replacing DST."""
+    target = dst.resolve()
+    destination = _shown(dst, target)
+    for directory in dict.fromkeys((root.resolve(), source.resolve())):
+        if target == directory:
+            relation = f"is SRC {_shown(src, directory)}"
+        elif target.is_relative_to(directory):
+            relation = f"is inside SRC {_shown(src, directory)}"
+        elif directory.is_relative_to(target):
+            relation = f"contains SRC {_shown(src, directory)}, which replacing DST would delete"
+        else:
+            continue
+        raise ValueError(
+            f"DST {destination} {relation}; the converter never writes into its source: pass a DST outside SRC."
+        )
+    for path in sorted(source.iterdir()) if source.is_dir() else []:
+        if path.is_file() and path.resolve().is_relative_to(target):
+            raise ValueError(
+                f"DST {destination} holds {_shown(path, path.resolve())}, a file of SRC {str(src)!r}, which replacing "
+                "DST would delete; pass a DST outside SRC."
+            )
+    if selector is not None and selector.resolve().is_relative_to(target):
+        raise ValueError(
+            f"--selector {_shown(selector, selector.resolve())} is inside DST {destination}, which replacing DST "
+            "would delete; move the selector file or pass another DST."
+        )
+
+
+def _shown(given: object, resolved: Path) -> str:
+    """`given` quoted, followed by the path it resolves to where that differs."""
+    return repr(str(given)) + ("" if str(given) == str(resolved) else f" ({str(resolved)!r})")
+
+
 def _check_destination(dst: Path, overwrite: bool) -> None:
-    if dst.is_file():
+    if not dst.name:
+        raise ValueError(f"DST {str(dst)!r} is a filesystem root; pass a new directory.")
+    if dst.is_symlink() and not dst.exists():
+        raise FileExistsError(
+            f"DST {str(dst)!r} is a symbolic link to {os.readlink(dst)!r}, which does not exist; remove the link or "
+            "pass another DST."
+        )
+    if dst.exists() and not dst.is_dir():
         raise FileExistsError(f"DST {str(dst)!r} is a file; pass a directory that does not exist yet.")
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise FileExistsError(
             f"DST {str(dst)!r} already exists and is not empty; pass --overwrite (overwrite=True) to replace it."
         )
+    ancestor = dst.parent
+    while not ancestor.exists() and not ancestor.is_symlink():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(
+            f"DST {str(dst)!r} cannot be created: {str(ancestor)!r} is a file, not a directory; pass another DST."
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"DST {str(dst)!r} cannot be created: {str(ancestor)!r} is not writable; pass a DST in a directory you "
+            "can write to."
+        )
 
 
-def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tuple[Path, bool]:
-    """The local directory holding SRC's config.json and weights, and whether SRC was a Hub id."""
+def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tuple[Path, Path, bool]:
+    """The local folder of SRC, the one holding its config.json and weights in it, and whether SRC was a Hub id."""
     is_hub = not Path(src).is_dir()
     if is_hub:
         try:
@@ -235,8 +394,8 @@ def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tu
             )
         except Exception as error:  # offline, unknown repository, no access, ...
             raise FileNotFoundError(
-                f"SRC {str(src)!r} is not a local directory, and downloading it from the Hub failed ({error}); check "
-                "the path or the repository id."
+                f"SRC {str(src)!r} is not a local directory, and downloading it from the Hub failed "
+                f"({' '.join(str(error).split())}); check the path, or the repository id and the connection."
             ) from error
     else:
         root = Path(src)
@@ -245,7 +404,82 @@ def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tu
         nested = sorted(p.parent.name for p in root.glob("*/config.json"))
         hint = f" It has one in {nested}: pass --subfolder {nested[0]}." if nested and not subfolder else ""
         raise FileNotFoundError(f"SRC {str(src)!r} has no config.json in {str(source)!r}.{hint}")
-    return source, is_hub
+    return root, source, is_hub
+
+
+def _remove_stale_staging(dst: Path) -> None:
+    """Remove the staging directories that earlier conversions into `dst` left when they were killed (SIGKILL, a
+    power cut): only those holding this converter's marker, written by a process of this host that has ended."""
+    if not dst.parent.is_dir():
+        return
+    for candidate in sorted(dst.parent.glob(f".{glob.escape(dst.name)}.*.partial")):
+        try:
+            owner = json.loads((candidate / _STAGING_MARKER).read_text())
+            pid, host = owner["pid"], owner["host"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # not written by this converter: left alone
+        if host != socket.gethostname() or _process_may_run(pid):
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        logger.warning(
+            f"Removed {str(candidate)!r}, left by a conversion into {str(dst)!r} that was killed (process {pid}, no "
+            "longer running)."
+        )
+
+
+def _process_may_run(pid: object) -> bool:
+    """Whether process `pid` of this host may still be running (`False` only when it certainly is not)."""
+    if os.name != "posix" or isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return True  # cannot tell: keep its directory
+    try:
+        os.kill(pid, 0)  # signal 0: existence check only
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """For the duration, SIGTERM raises `SystemExit(143)` as Ctrl-C raises `KeyboardInterrupt`, so that the staging
+    directory is removed on the way out; a second SIGTERM does not interrupt that clean-up. Only where SIGTERM has its
+    default action (which ends the process at once) and in the main thread (the only one Python signals); a handler
+    the caller installed stays in charge."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    terminating = False
+
+    def raise_system_exit(signum: int, frame: object) -> None:
+        nonlocal terminating
+        if not terminating:
+            terminating = True
+            raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, raise_system_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _make_staging(dst: Path) -> Path:
+    """A new hidden sibling of `dst`, with the marker that names the process writing it."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".partial", dir=dst.parent))
+    except OSError as error:
+        raise OSError(
+            f"DST {str(dst)!r} cannot be created: writing in {str(dst.parent)!r} failed ({error}); pass a DST in a "
+            "directory you can write to."
+        ) from error
+    try:
+        (staging / _STAGING_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
 
 
 def _publish(staging: Path, dst: Path) -> None:
@@ -255,18 +489,65 @@ def _publish(staging: Path, dst: Path) -> None:
         return
     previous = staging.with_suffix(".previous")
     dst.rename(previous)
-    staging.rename(dst)
-    shutil.rmtree(previous)
+    try:
+        staging.rename(dst)
+    except BaseException:  # put the previous DST back
+        previous.rename(dst)
+        raise
+    try:
+        if previous.is_symlink():  # DST was a link: replace the link, not the directory it points to
+            previous.unlink()
+        else:
+            shutil.rmtree(previous)
+    except OSError as error:
+        logger.warning(
+            f"DST {str(dst)!r} is written, but removing its previous contents, now in {str(previous)!r}, failed "
+            f"({error}); remove them yourself."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _reading(path: Path, role: str) -> Iterator[None]:
+    """Turn a failure to read the safetensors file `path` (`role`: "SRC shard", "--selector") into one `ValueError`
+    that names it: a header that does not parse, data shorter than the header says, a folder in its place."""
+    try:
+        yield
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{role} {str(path)!r} is not a readable safetensors file ({error}); it is truncated or corrupted: "
+            "download or copy it again."
+        ) from error
+
+
 def _shard_files(source: Path) -> list[Path]:
     index = source / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return [source / name for name in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads(index.read_text()).get("weight_map")
+        except (ValueError, AttributeError) as error:  # not JSON, or JSON but not an object
+            raise ValueError(
+                f"SRC index {str(index)!r} is not a JSON object ({error}); download or copy it again."
+            ) from error
+        if (
+            not isinstance(weight_map, dict)
+            or not weight_map
+            or not all(isinstance(n, str) for n in weight_map.values())
+        ):
+            raise ValueError(
+                f"SRC index {str(index)!r} has no `weight_map` from tensor names to shard files; download or copy it "
+                "again."
+            )
+        shards = [source / name for name in sorted(set(weight_map.values()))]
+        missing = [shard.name for shard in shards if not shard.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"SRC {str(source)!r} lacks {len(missing)} of the {len(shards)} shards its index lists: "
+                f"{missing[:3]}; download the missing files (or the whole checkpoint) again."
+            )
+        return shards
     if (source / "model.safetensors").is_file():
         return [source / "model.safetensors"]
     raise FileNotFoundError(
@@ -278,7 +559,7 @@ def _shard_files(source: Path) -> list[Path]:
 def _plan(source: Path) -> _Plan:
     headers = []  # (shard, {key: (shape, dtype)})
     for shard in _shard_files(source):
-        with safe_open(shard, framework="pt") as f:
+        with _reading(shard, "SRC shard"), safe_open(shard, framework="pt") as f:
             slices = {key: f.get_slice(key) for key in f.keys()}
             headers.append((shard, {key: (tuple(s.get_shape()), s.get_dtype()) for key, s in slices.items()}))
     full_layout = any(key.startswith((_THINKER_PREFIX, *_SPEECH_PREFIXES)) for _, info in headers for key in info)
@@ -325,17 +606,17 @@ def _rename(key: str, full_layout: bool) -> str | None:
     return new_key
 
 
-def _selector_names() -> set[str]:
+def _selector_names() -> dict[str, int]:
+    """Selector tensor name -> number of dimensions."""
     with torch.device("meta"):
-        return set(OmniSiftAudioSelector(hidden_size=8, selector_hidden_size=8, num_heads=1, mlp_size=8).state_dict())
+        selector = OmniSiftAudioSelector(hidden_size=8, selector_hidden_size=8, num_heads=1, mlp_size=8)
+    return {name: tensor.dim() for name, tensor in selector.state_dict().items()}
 
 
 def _read_selector_file(path: Path) -> dict[str, torch.Tensor]:
     """The selector tensors of a `--selector` file, under their bare names (`a_proj.weight`, ...)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"--selector {str(path)!r} does not exist; pass a safetensors file.")
-    names, tensors = _selector_names(), {}
-    with safe_open(path, framework="pt") as f:
+    names, tensors, keys = _selector_names(), {}, {}
+    with _reading(path, "--selector"), safe_open(path, framework="pt") as f:
         for key in f.keys():
             prefix = next((p for p in _SELECTOR_FILE_PREFIXES if key.startswith(p)), "")
             name = key.removeprefix(prefix)
@@ -344,22 +625,62 @@ def _read_selector_file(path: Path) -> dict[str, torch.Tensor]:
                     f"--selector {str(path)!r} holds {key!r}, which is not a selector tensor; expected "
                     f"{sorted(names)}, each optionally prefixed `thinker.compressor.` or `compressor.`."
                 )
-            tensors[name] = f.get_tensor(key)
+            if name in keys:
+                raise ValueError(f"--selector {str(path)!r} holds both {keys[name]!r} and {key!r}; keep one of them.")
+            keys[name], tensors[name] = key, f.get_tensor(key)
+    if not tensors:
+        raise ValueError(f"--selector {str(path)!r} holds no tensors; pass the file with the trained selector.")
+    not_float = sorted(
+        f"{keys[name]} ({tensor.dtype})" for name, tensor in tensors.items() if not tensor.is_floating_point()
+    )
+    if not_float:
+        raise ValueError(
+            f"--selector {str(path)!r} holds tensors that are not floating point: {not_float[:3]}; pass the trained "
+            "selector's weights."
+        )
     return tensors
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Checking
 # ---------------------------------------------------------------------------------------------------------------------
-def _build_config(source: Path, plan: _Plan, num_heads: int, ratios: dict[str, float]) -> OmniSiftConfig:
-    """SRC's thinker config as an [`OmniSiftConfig`], with the selector sizes of its tensors and the given ratios."""
-    config_dict, _ = OmniSiftConfig.get_config_dict(str(source))
-    if config_dict.get("model_type") != OmniSiftConfig.model_type:
+def _read_config(source: Path) -> dict:
+    """SRC's thinker config as an OmniSIFT config dict (`model_type` `omnisift`), checked for what is read of it."""
+    path = source / "config.json"
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as error:  # unreadable, not UTF-8, not JSON
         raise ValueError(
-            f"SRC config.json has model_type {config_dict.get('model_type')!r}; expected a Qwen2.5-Omni "
-            "(`qwen2_5_omni` or `qwen2_5_omni_thinker`) or OmniSIFT (`omnisift`) checkpoint."
+            f"SRC config.json {str(path)!r} is not valid JSON ({error}); download or copy it again."
+        ) from error
+    if not isinstance(raw, dict):
+        raise ValueError(f"SRC config.json {str(path)!r} holds a {type(raw).__name__}, not a JSON object.")
+    expected = (
+        "expected a Qwen2.5-Omni (`qwen2_5_omni` with a `thinker_config`, or `qwen2_5_omni_thinker`) or OmniSIFT "
+        "(`omnisift`) checkpoint"
+    )
+    try:
+        config_dict, _ = OmniSiftConfig.get_config_dict(str(source))
+    except (OSError, ValueError, TypeError, AttributeError) as error:  # e.g. a `thinker_config` that is no object
+        raise ValueError(f"SRC config.json {str(path)!r} cannot be read as a config ({error}); {expected}.") from error
+    if config_dict.get("model_type") != OmniSiftConfig.model_type:
+        raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.")
+    text_config = config_dict.get("text_config")
+    hidden_size = text_config.get("hidden_size") if isinstance(text_config, dict) else None
+    if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
+        raise ValueError(
+            f"SRC config.json {str(path)!r} has no `text_config.hidden_size` (got {hidden_size!r}) in its thinker "
+            f"config; {expected}."
         )
     config_dict.pop("auto_map", None)  # rewritten for the files DST receives
+    return config_dict
+
+
+def _build_config(
+    source: Path, config_dict: dict, plan: _Plan, num_heads: int, ratios: dict[str, float], selector_origin: str
+) -> OmniSiftConfig:
+    """SRC's thinker config as an [`OmniSiftConfig`], with the selector sizes of its tensors and the given ratios.
+    `selector_origin` ("SRC ...", "--selector ...") names where the selector tensors come from."""
     shapes = plan.selector_shapes
     names = _selector_names()
     if not shapes:
@@ -367,18 +688,27 @@ def _build_config(source: Path, plan: _Plan, num_heads: int, ratios: dict[str, f
             f"SRC {str(source)!r} has no selector weights (`thinker.compressor.*`), so it is a plain Qwen2.5-Omni "
             "checkpoint; pass --selector PATH with the trained selector (a safetensors file)."
         )
-    if set(shapes) != names:
-        raise ValueError(f"The selector weights lack {sorted(names - set(shapes))}; pass a complete selector.")
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads <= 0:
-        raise ValueError(f"--selector-num-heads must be a positive integer, got {num_heads!r}.")
+    if set(shapes) != set(names):
+        problems = [f"lack {sorted(set(names) - set(shapes))}"] if set(names) - set(shapes) else []
+        problems += [f"have unknown tensors {sorted(set(shapes) - set(names))}"] if set(shapes) - set(names) else []
+        raise ValueError(
+            f"The selector weights of {selector_origin} {' and '.join(problems)}; pass a complete, trained selector."
+        )
+    wrong_rank = sorted(f"{name} {list(shapes[name])}" for name, ndim in names.items() if len(shapes[name]) != ndim)
+    if wrong_rank or any(size <= 0 for shape in shapes.values() for size in shape):
+        raise ValueError(
+            f"The selector weights of {selector_origin} have impossible shapes "
+            f"{wrong_rank or sorted(f'{n} {list(s)}' for n, s in shapes.items() if 0 in s)}; pass the trained "
+            "selector's weights."
+        )
 
     selector_in, selector_width = shapes["a_proj.weight"][1], shapes["a_proj.weight"][0]
     hidden_size = config_dict["text_config"]["hidden_size"]
     if selector_in != hidden_size:
         raise ValueError(
             f"The selector's `a_proj.weight` has shape {list(shapes['a_proj.weight'])}, i.e. input size "
-            f"{selector_in}, but SRC's text hidden size is {hidden_size}; pass the selector trained for this model "
-            "size."
+            f"{selector_in}, but SRC's text hidden size is {hidden_size}; {selector_origin} holds a selector for "
+            "another model size: pass the one trained for this model."
         )
     if selector_width % num_heads != 0:
         raise ValueError(
@@ -393,13 +723,20 @@ def _build_config(source: Path, plan: _Plan, num_heads: int, ratios: dict[str, f
             raise ValueError(
                 f"Selector tensor {name!r} has shape {list(shapes[name])}, expected {list(tensor.shape)} for hidden "
                 f"size {hidden_size}, selector width {selector_width} and scoring width {mlp_size}; the selector "
-                "weights are inconsistent."
+                f"weights of {selector_origin} are inconsistent: pass the trained selector's weights."
             )
 
-    config_dict.update(
-        selector_hidden_size=selector_width, selector_num_heads=num_heads, selector_mlp_size=mlp_size, **ratios
-    )
-    config = OmniSiftConfig.from_dict(config_dict)
+    config_dict = {
+        **config_dict,
+        "selector_hidden_size": selector_width,
+        "selector_num_heads": num_heads,
+        "selector_mlp_size": mlp_size,
+        **ratios,
+    }
+    try:
+        config = OmniSiftConfig.from_dict(config_dict)
+    except (ValueError, TypeError) as error:  # a field of SRC's config.json the config refuses
+        raise ValueError(f"SRC config.json in {str(source)!r} is not a valid thinker config: {error}") from error
     config.architectures = [OmniSiftForConditionalGeneration.__name__]
     config.auto_map = remote_code_auto_map()
     if plan.dtypes:  # what `save_pretrained` records: the dtype the weights are stored in
@@ -407,7 +744,7 @@ def _build_config(source: Path, plan: _Plan, num_heads: int, ratios: dict[str, f
     return config
 
 
-def _check_complete(config: OmniSiftConfig, keys: list[str]) -> None:
+def _check_complete(config: OmniSiftConfig, keys: list[str], source: Path) -> None:
     """Every tensor `save_pretrained` of this model would write is in `keys` (else the loader would silently
     initialise it at random); extra tensors are reported."""
     with torch.device("meta"):
@@ -418,8 +755,8 @@ def _check_complete(config: OmniSiftConfig, keys: list[str]) -> None:
     missing = sorted(required - set(keys))
     if missing:
         raise ValueError(
-            f"SRC lacks {len(missing)} thinker tensors the model needs, e.g. {missing[:3]}; the checkpoint is "
-            "incomplete or does not match its config.json."
+            f"SRC lacks {len(missing)} thinker tensors the model needs, e.g. {missing[:3]}; the checkpoint in "
+            f"{str(source)!r} is incomplete or does not match its config.json: download it again."
         )
     unexpected = sorted(set(keys) - known)
     if unexpected:
@@ -447,7 +784,7 @@ def _write_weights(directory: Path, plan: _Plan, external_selector: dict[str, to
         if shard is None:
             tensors = {new_key: external_selector[key].contiguous() for key, new_key in pairs}
         else:
-            with safe_open(shard, framework="pt") as f:
+            with _reading(shard, "SRC shard"), safe_open(shard, framework="pt") as f:
                 tensors = {new_key: f.get_tensor(key) for key, new_key in pairs}
         save_file(tensors, directory / filename, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, filename))
@@ -591,8 +928,10 @@ def main(argv: list[str] | None = None) -> None:
             push_to_hub=args.push_to_hub,
             private=args.private,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    except (OSError, ValueError, TypeError) as error:  # bad input: one line, no traceback
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"{parser.prog}: interrupted; no partial DST is left behind.\n")
     print(dst)
 
 
