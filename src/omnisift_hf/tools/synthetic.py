@@ -65,7 +65,9 @@ def mux_video(container, stream, frames) -> None:
     """Encode RGB uint8 frames (H, W, 3) into `stream` of the PyAV output `container`, then flush the encoder."""
 
     for frame in frames:
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        # Converted here on one thread: left to the encoder, PyAV converts with automatic slice threading.
+        picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(format=stream.pix_fmt, threads=1)
+        for packet in stream.encode(picture):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
