@@ -1,7 +1,7 @@
-"""The converter (`python -m omnisift_hf.convert`, `omnisift-convert`): a tiny checkpoint in the published OmniSIFT
-layout (and a plain Qwen2.5-Omni one plus `--selector`) converted and loaded; selector placement, a slow reference of
-the selector, full-model logits, file set and key layout, the model card, Hub source / push stand-ins, and bad inputs
-that must stop the conversion with a clear message and leave no DST."""
+"""The converter (`omnisift-convert`, `python -m omnisift_hf.models.qwen2_5_omni.convert`): a tiny checkpoint in the
+published OmniSIFT layout (and a plain Qwen2.5-Omni one plus `--selector`) converted and loaded; selector placement,
+a slow reference of the selector, full-model logits, file set and key layout, the model card, Hub source / push
+stand-ins, and bad inputs that must stop the conversion with a clear message and leave no DST."""
 
 import configparser
 import importlib
