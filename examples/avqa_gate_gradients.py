@@ -71,11 +71,7 @@ def main() -> int:
     try:
         examples, metas = load_avqa_split(args.data, args.split, limit_per_task=args.clips_per_task)
     except FileNotFoundError as error:
-        print(
-            f"error: {error}\nwrite the dataset first: python examples/make_avqa.py --output-dir {args.data}",
-            file=sys.stderr,
-        )
-        return 2
+        parser.error(str(error))
     checkpoint = args.model or str(AVQA_CHECKPOINT)
     dtype = parse_dtype(args)
     model = OmniSiftForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype).to(device).eval()

@@ -333,6 +333,12 @@ def load_avqa_split(directory, split: str = "test", limit_per_task: int | None =
     """The `OmniQADataset` of `<split>.jsonl` and its metadata records (same order), optionally the first
     `limit_per_task` clips of each task."""
     directory = Path(directory)
+    missing = [name for name in (f"{split}.jsonl", f"{split}.meta.jsonl") if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"AVQA: {directory} has no {' or '.join(missing)}: write the dataset first "
+            f"(python examples/make_avqa.py --output-dir {directory})"
+        )
     dataset = OmniQADataset(directory / f"{split}.jsonl")
     metas = [json.loads(line) for line in (directory / f"{split}.meta.jsonl").read_text().splitlines() if line]
     if len(metas) != len(dataset):
