@@ -12,7 +12,14 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from .compression import KeepRatios, derive_keep_ratios
 from .media import LoadedVideo, VideoSampling, load_audio, load_image, load_video
 from .models import BACKBONES
-from .models.qwen2_5_omni import OmniSiftCausalLMOutputWithPast, OmniSiftConfig, OmniSiftForConditionalGeneration
+from .models.qwen2_5_omni import (
+    OmniSiftCausalLMOutputWithPast,
+    OmniSiftConfig,
+    OmniSiftForConditionalGeneration,
+    OmniSiftOmniConfig,
+    OmniSiftOmniForConditionalGeneration,
+    OmniSiftOmniGenerateOutput,
+)
 from .pipeline_omni_qa import OmniQAPipeline
 from .selector import OmniSiftAudioSelector, TokenSelection
 from .training import EncodedOmniQADataset, OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
@@ -30,6 +37,9 @@ __all__ = [
     "OmniSiftCausalLMOutputWithPast",
     "OmniSiftConfig",
     "OmniSiftForConditionalGeneration",
+    "OmniSiftOmniConfig",
+    "OmniSiftOmniForConditionalGeneration",
+    "OmniSiftOmniGenerateOutput",
     "TokenSelection",
     "TrainableParameters",
     "VideoSampling",

@@ -21,8 +21,11 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 from .media import AUDIO_TOKENS_PER_SECOND, CLIP_MEAN, CLIP_STD, SAMPLING_RATE
-from .models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
-from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
+from .models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig, OmniSiftOmniConfig
+from .models.qwen2_5_omni.modeling_omnisift import (
+    OmniSiftForConditionalGeneration,
+    OmniSiftOmniForConditionalGeneration,
+)
 from .processing_omnisift import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
@@ -32,7 +35,10 @@ __all__ = [
     "tiny_config",
     "tiny_inputs",
     "tiny_model",
+    "tiny_omni_config",
+    "tiny_omni_model",
     "tiny_processor",
+    "tiny_speakers",
     "tiny_tokenizer",
 ]
 
@@ -104,6 +110,83 @@ def tiny_config(**overrides) -> OmniSiftConfig:
     }
     fields.update(overrides)
     return OmniSiftConfig(**fields)
+
+
+# The tiny talker's codec vocabulary: codes 0..TINY_CODEC_VOCAB_SIZE-5, then pad, start, end and mask (as in
+# Qwen2.5-Omni's 8448-entry codebook, whose last ids are the special codes). Its size covers the thinker's special
+# token ids that the talker config repeats, so that transformers' vocabulary checks stay quiet.
+TINY_CODEC_VOCAB_SIZE = TINY_VOCAB_SIZE
+TINY_CODEC_IDS = {name: TINY_CODEC_VOCAB_SIZE - 4 + i for i, name in enumerate(("pad", "start", "end", "mask"))}
+# The talker's text tokens (thinker vocabulary, unused ids of the tiny tokenizer) and the tiny speaker's bos.
+TINY_TTS_TEXT_IDS = {"start": 410, "end": 411, "pad": 412, "speaker_bos": 413}
+
+
+def tiny_omni_config(enable_audio_output: bool = True, **thinker_overrides) -> OmniSiftOmniConfig:
+    """A full Qwen2.5-Omni config around `tiny_config(**thinker_overrides)`: a talker of hidden size 32 (2 layers),
+    token2wav with a 2-layer DiT and a BigVGAN of 64 initial channels (the real upsample rates: 24 kHz output)."""
+    ids = TINY_TOKEN_IDS
+    talker = {
+        "audio_token_index": ids["audio"],
+        "image_token_index": ids["image"],
+        "video_token_index": ids["video"],
+        "vision_start_token_id": ids["vision_start"],
+        "vision_end_token_id": ids["vision_end"],
+        "audio_start_token_id": ids["audio_start"],
+        "audio_end_token_id": ids["audio_end"],
+        "vocab_size": TINY_CODEC_VOCAB_SIZE,
+        "tts_codec_pad_token_id": TINY_CODEC_IDS["pad"],
+        "tts_codec_start_token_id": TINY_CODEC_IDS["start"],
+        "tts_codec_end_token_id": TINY_CODEC_IDS["end"],
+        "tts_codec_mask_token_id": TINY_CODEC_IDS["mask"],
+        "tts_text_start_token_id": TINY_TTS_TEXT_IDS["start"],
+        "tts_text_end_token_id": TINY_TTS_TEXT_IDS["end"],
+        "tts_text_pad_token_id": TINY_TTS_TEXT_IDS["pad"],
+        "embedding_size": 32,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 8,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
+    }
+    token2wav = {
+        "dit_config": {
+            "hidden_size": 32,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "head_dim": 16,
+            "emb_dim": 16,
+            "num_embeds": TINY_CODEC_VOCAB_SIZE,
+            "enc_emb_dim": 16,
+            "enc_dim": 16,
+            "enc_channels": [32, 32, 32, 32, 96],
+            "enc_attention_channels": 8,
+            "enc_se_channels": 8,
+            "look_ahead_layers": [1],
+            "look_backward_layers": [0],
+        },
+        "bigvgan_config": {"upsample_initial_channel": 64},
+    }
+    return OmniSiftOmniConfig(
+        thinker_config=tiny_config(**thinker_overrides),
+        talker_config=talker,
+        token2wav_config=token2wav,
+        enable_audio_output=enable_audio_output,
+    )
+
+
+def tiny_speakers(seed: int = 0) -> dict[str, dict]:
+    """Two random speakers in the format of Qwen2.5-Omni's `spk_dict.pt` (`cond`, `ref_mel`, `bos_token`)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        name: {
+            "cond": torch.randn(1, 16, generator=generator),
+            "ref_mel": torch.randn(1, 30, 80, generator=generator),
+            "bos_token": TINY_TTS_TEXT_IDS["speaker_bos"],
+        }
+        for name in ("Chelsie", "Ethan")
+    }
 
 
 PATCH_DIM = 3 * 2 * 14 * 14  # channels * temporal patch * patch * patch
@@ -337,6 +420,17 @@ def tiny_model(seed: int = 0, **config_overrides):
     model = OmniSiftForConditionalGeneration(tiny_config(**config_overrides)).eval()
     model.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
     model.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    return model
+
+
+def tiny_omni_model(seed: int = 0, enable_audio_output: bool = True, **thinker_overrides):
+    """A randomly initialised `OmniSiftOmniForConditionalGeneration` on `tiny_omni_config(...)`, in eval mode, with
+    the thinker's generation settings of `tiny_model` and the speakers of `tiny_speakers(seed)`."""
+    torch.manual_seed(seed)
+    model = OmniSiftOmniForConditionalGeneration(tiny_omni_config(enable_audio_output, **thinker_overrides)).eval()
+    model.thinker.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
+    model.thinker.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    model.speaker_map = tiny_speakers(seed)
     return model
 
 
