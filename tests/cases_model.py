@@ -7,7 +7,7 @@ import functools
 import torch
 from helpers import Case, build_inputs
 
-from omnisift_hf.testing_utils import tiny_model
+from omnisift_hf.testing_utils import tiny_model, tiny_omni_model
 
 SILENT_VIDEO = [("text", 4), ("video", 4, 4, 4, None), ("text", 3)]
 VIDEO_WITH_AUDIO = [("text", 2), ("video", 4, 4, 4, 400), ("text", 3)]
@@ -39,6 +39,31 @@ def generate(**kwargs):
             return model().generate(**inputs(), max_new_tokens=2, do_sample=False, **kwargs)
 
     return call
+
+
+@functools.cache
+def omni_model():
+    return tiny_omni_model()
+
+
+def speak(model=omni_model, **kwargs):
+    """A spoken reply of the full model (`model()` builds it) to one video with its audio."""
+
+    def call(_tmp_path):
+        return model().generate(**inputs(), thinker_max_new_tokens=3, talker_max_new_tokens=4, **kwargs)
+
+    return call
+
+
+def omni_without(change):
+    """A tiny full model changed by `change` (it disables the talker or empties the speakers)."""
+
+    def build():
+        built = tiny_omni_model()
+        change(built)
+        return built
+
+    return build
 
 
 def with_config(field: str, value):
@@ -189,5 +214,36 @@ CASES: list[Case] = [
         with_selector(lambda selection: dataclasses.replace(selection, audio_keep=selection.audio_keep[:3])),
         ValueError,
         ("audio_keep", "shape (3,)", "(100,)"),
+    ),
+    # Spoken replies (OmniSiftOmniForConditionalGeneration.generate): refused before the thinker runs.
+    Case(
+        "speak-keep-ratio-out-of-range",
+        speak(keep_ratio=1.5),
+        ValueError,
+        ("`keep_ratio`", "got 1.5"),
+    ),
+    Case(
+        "speak-unknown-speaker",
+        speak(speaker="Nobody"),
+        ValueError,
+        ("speaker='Nobody'", "'Chelsie'", "'Ethan'"),
+    ),
+    Case(
+        "speak-unknown-generation-mode",
+        speak(generation_mode="speech"),
+        ValueError,
+        ("generation_mode", "'audio'", "'text'"),
+    ),
+    Case(
+        "speak-with-talker-disabled",
+        speak(omni_without(lambda model: model.disable_talker()), generation_mode="audio"),
+        ValueError,
+        ("generation_mode='audio'", "talker is disabled", "enable_talker()", "generation_mode='text'"),
+    ),
+    Case(
+        "speak-without-speakers",
+        speak(omni_without(lambda model: setattr(model, "speaker_map", {}))),
+        ValueError,
+        ("speaker='Chelsie'", "no speakers", "spk_dict.pt", "load_speakers"),
     ),
 ]

@@ -161,9 +161,10 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
 
     @property
     def compression_stats(self) -> OmniSiftCausalLMOutputWithPast | None:
-        """The counts (`num_*`) and `kept_token_index` of the latest forward with audio/video run by the calling
-        thread (`generate()`'s prefill), or `None`. Per thread, so threads sharing a model read their own; the same
-        counts come back with each call in `forward`'s output and in `generate(..., return_dict_in_generate=True)`'s.
+        """The counts (`num_*`), `kept_token_index` and `kept_attention_mask` of the latest forward with audio/video
+        run by the calling thread (`generate()`'s prefill), or `None`. Per thread, so threads sharing a model read
+        their own; the same counts come back with each call in `forward`'s output and in
+        `generate(..., return_dict_in_generate=True)`'s.
         """
         return self._compression_stats.get(threading.get_ident())
 
@@ -581,8 +582,8 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         As [`GenerationMixin.generate`], with the arguments `keep_ratio`, `video_keep_ratio`, `audio_keep_ratio` and
         `token_selector` of [`~OmniSiftForConditionalGeneration.forward`] (they reach the prefill, where compression
         happens once). With `return_dict_in_generate=True` the output also carries the prefill's `num_video_tokens`,
-        `num_kept_video_tokens`, `num_audio_tokens`, `num_kept_audio_tokens` (`(B,)`) and `kept_token_index`: the
-        counts of this call, also when threads share the model.
+        `num_kept_video_tokens`, `num_audio_tokens`, `num_kept_audio_tokens` (`(B,)`), `kept_token_index` and
+        `kept_attention_mask`: the counts of this call, also when threads share the model.
         """
         # Overwritten -- refuse a static cache with compression (its shapes are fixed before the prefill shortens the
         # sequence) and return the kept counts with the call.
