@@ -1,6 +1,7 @@
 """Bad-input rows for the converter surface: `convert(...)` of `omnisift_hf.models.qwen2_5_omni.convert` (walked by
 test_bad_inputs.py). Each row writes its own tiny checkpoint (`omni-src`, the published layout: two shards and an
-index) into the row's temporary directory; the tiny model behind it is built once."""
+index; for `--with-talker`, `omni-full`: a stock full Qwen2.5-Omni with talker, token2wav, `spk_dict.pt` and the
+selector as `thinker.compressor.*`) into the row's temporary directory; the tiny models behind them are built once."""
 
 import functools
 import json
@@ -9,12 +10,19 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-from helpers import Case
-from reference_layout import random_model, write_reference_checkpoint, write_selector_file
-from safetensors.torch import save_file
+from helpers import Case, perturb
+from reference_layout import native_thinker_config, random_model, write_reference_checkpoint, write_selector_file
+from safetensors.torch import load_file, save_file
+from transformers import (
+    Qwen2_5OmniConfig,
+    Qwen2_5OmniForConditionalGeneration,
+    Qwen2_5OmniThinkerForConditionalGeneration,
+)
 
 import omnisift_hf.models.qwen2_5_omni.convert as convert_module
+from omnisift_hf import OmniSiftOmniForConditionalGeneration
 from omnisift_hf.models.qwen2_5_omni.convert import convert
+from omnisift_hf.testing_utils import tiny_omni_model, tiny_speakers
 
 NUM_HEADS = 2  # the tiny selector's head count
 SHARD = "model-00001-of-00002.safetensors"
@@ -23,6 +31,144 @@ SHARD = "model-00001-of-00002.safetensors"
 @functools.cache
 def model():
     return random_model(seed=0)
+
+
+def stock_twin(omni: OmniSiftOmniForConditionalGeneration) -> Qwen2_5OmniForConditionalGeneration:
+    """The stock full Qwen2.5-Omni (`qwen2_5_omni`, thinker `qwen2_5_omni_thinker`, no selector) with `omni`'s
+    sizes and weights."""
+    config = omni.config.to_dict()
+    config["thinker_config"]["model_type"] = "qwen2_5_omni_thinker"
+    stock = Qwen2_5OmniForConditionalGeneration(
+        Qwen2_5OmniConfig(**{key: config[key] for key in ("thinker_config", "talker_config", "token2wav_config")})
+    ).eval()
+    stock.load_state_dict({k: v for k, v in omni.state_dict().items() if ".compressor." not in k}, strict=True)
+    return stock
+
+
+def write_full_checkpoint(
+    directory: Path, omni: OmniSiftOmniForConditionalGeneration, with_selector: bool = True, speakers: bool = True
+) -> Path:
+    """`omni` as a full Qwen2.5-Omni repository: the stock model's `save_pretrained` (one shard), plus its selector
+    as `thinker.compressor.*` in a second shard with an index (the published OmniSIFT layout) for `with_selector`,
+    plus `tiny_speakers()` as `spk_dict.pt` for `speakers`."""
+    stock_twin(omni).save_pretrained(directory)
+    if with_selector:
+        shards = {
+            "model-00001-of-00002.safetensors": load_file(directory / "model.safetensors"),
+            "model-00002-of-00002.safetensors": {
+                f"thinker.compressor.{name}": tensor.detach().clone().contiguous()
+                for name, tensor in omni.thinker.compressor.state_dict().items()
+            },
+        }
+        (directory / "model.safetensors").unlink()
+        weight_map = {}
+        for filename, tensors in shards.items():
+            save_file(tensors, directory / filename, metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(tensors, filename))
+        index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+        (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    if speakers:
+        torch.save(tiny_speakers(), directory / "spk_dict.pt")
+    return directory
+
+
+@functools.cache
+def omni_model() -> OmniSiftOmniForConditionalGeneration:
+    model = tiny_omni_model(seed=0)
+    perturb(model, seed=1)
+    return model
+
+
+def full_checkpoint(tmp_path: Path, speakers: bool = True) -> Path:
+    """A tiny full checkpoint (talker, token2wav, selector; `spk_dict.pt` for `speakers`) at `tmp_path/"omni-full"`."""
+    return write_full_checkpoint(tmp_path / "omni-full", omni_model(), speakers=speakers)
+
+
+def with_talker(change=None, speakers: bool = True, **kwargs):
+    """Convert `omni-full` into `omni-dst` with `with_talker=True`, after `change(source_directory)`."""
+
+    def call(tmp_path):
+        source = full_checkpoint(tmp_path, speakers=speakers)
+        if change is not None:
+            change(source)
+        return convert(source, tmp_path / "omni-dst", selector_num_heads=NUM_HEADS, with_talker=True, **kwargs)
+
+    return call
+
+
+def edit_weights(edit):
+    """A change of `omni-full`: its first shard's tensors replaced by `edit(tensors)`."""
+
+    def change(source: Path) -> None:
+        shard = source / "model-00001-of-00002.safetensors"
+        tensors = edit(load_file(shard))
+        save_file(tensors, shard, metadata={"format": "pt"})
+        index = json.loads((source / "model.safetensors.index.json").read_text())
+        index["weight_map"] = {k: v for k, v in index["weight_map"].items() if not v.endswith(shard.name)}
+        index["weight_map"].update(dict.fromkeys(tensors, shard.name))
+        (source / "model.safetensors.index.json").write_text(json.dumps(index))
+
+    return change
+
+
+def without_keys(*prefixes: str):
+    return edit_weights(lambda tensors: {k: v for k, v in tensors.items() if not k.startswith(prefixes)})
+
+
+def edit_full_config(edit):
+    def change(source: Path) -> None:
+        config = json.loads((source / "config.json").read_text())
+        edit(config)
+        (source / "config.json").write_text(json.dumps(config))
+
+    return change
+
+
+def save_speakers(value):
+    def change(source: Path) -> None:
+        torch.save(value, source / "spk_dict.pt")
+
+    return change
+
+
+def thinker_only_source(kind: str):
+    """Convert a thinker-only directory (`omnisift`: this package's; `qwen2_5_omni_thinker`: transformers') with
+    `with_talker=True`."""
+
+    def call(tmp_path):
+        source = tmp_path / "omni-thinker"
+        if kind == "omnisift":
+            model().save_pretrained(source)
+        else:
+            Qwen2_5OmniThinkerForConditionalGeneration(native_thinker_config()).save_pretrained(source)
+        torch.save(tiny_speakers(), source / "spk_dict.pt")  # speakers do not make a talker
+        return convert(source, tmp_path / "omni-dst", selector_num_heads=NUM_HEADS, with_talker=True)
+
+    return call
+
+
+def speakers_file(name: str, contents=None, **kwargs):
+    """Convert `omni-full` (without `spk_dict.pt`) with `speakers=tmp_path/name`: `tiny_speakers()` saved there
+    unless `contents` is `b""` (nothing written) or bytes (written as they are)."""
+
+    def call(tmp_path):
+        if contents is None:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            torch.save(tiny_speakers(), tmp_path / name)
+        elif contents:
+            (tmp_path / name).write_bytes(contents)
+        source = full_checkpoint(tmp_path, speakers=False)
+        options = {"selector_num_heads": NUM_HEADS, "with_talker": True, **kwargs}
+        return convert(source, tmp_path / "omni-dst", speakers=tmp_path / name, **options)
+
+    return call
+
+
+def speakers_replace_src_speakers(tmp_path):
+    torch.save(tiny_speakers(seed=1), tmp_path / "omni-spk.pt")
+    source = full_checkpoint(tmp_path)
+    options = {"selector_num_heads": NUM_HEADS, "with_talker": True}
+    return convert(source, tmp_path / "omni-dst", speakers=tmp_path / "omni-spk.pt", **options)
 
 
 def checkpoint(tmp_path: Path, with_selector: bool = True) -> Path:
@@ -454,6 +600,117 @@ CASES: list[Case] = [
         FileExistsError,
         ("DST", "omni-dst", "symbolic link", "omni-gone", "does not exist", "remove the link"),
     ),
+    # --with-talker: a full SRC (talker, token2wav, speakers) or a clear refusal; --speakers
+    Case(
+        "convert-with-talker-not-a-bool",
+        run(with_talker="yes"),
+        TypeError,
+        ("`with_talker`", "must be True or False", "'yes'"),
+    ),
+    Case(
+        "convert-with-talker-omnisift-thinker-src",
+        thinker_only_source("omnisift"),
+        ValueError,
+        (
+            "--with-talker",
+            "omni-thinker/config.json",
+            "model_type 'omnisift'",
+            "the thinker alone",
+            "full Qwen2.5-Omni",
+        ),
+    ),
+    Case(
+        "convert-with-talker-qwen-thinker-src",
+        thinker_only_source("qwen2_5_omni_thinker"),
+        ValueError,
+        ("--with-talker", "model_type 'qwen2_5_omni_thinker'", "no talker", "leave out --with-talker"),
+    ),
+    Case(
+        "convert-with-talker-config-without-talker-config",
+        with_talker(edit_full_config(lambda config: config.pop("talker_config"))),
+        ValueError,
+        ("--with-talker", "omni-full/config.json", "has no `talker_config`", "leave out --with-talker"),
+    ),
+    Case(
+        "convert-with-talker-no-speech-weights",
+        with_talker(without_keys("talker.", "token2wav.")),
+        ValueError,
+        ("--with-talker", "omni-full", "no `talker.*` and no `token2wav.*` weights", "thinker-only checkpoint"),
+    ),
+    Case(
+        "convert-with-talker-no-token2wav-weights",
+        with_talker(without_keys("token2wav.")),
+        ValueError,
+        ("--with-talker", "no `token2wav.*` weights", "talker and token2wav weights", "leave out --with-talker"),
+    ),
+    Case(
+        "convert-with-talker-talker-tensor-missing",
+        with_talker(without_keys("talker.codec_head.")),
+        ValueError,
+        ("SRC lacks 1 tensors the full model", "talker.codec_head.weight", "omni-full", "download it again"),
+    ),
+    Case(
+        "convert-with-talker-talker-tensor-wrong-shape",
+        with_talker(edit_weights(lambda tensors: {**tensors, "talker.codec_head.weight": torch.zeros(3, 32)})),
+        ValueError,
+        ("talker.codec_head.weight [3, 32] (needs [416, 32])", "do not match its config.json", "download it again"),
+    ),
+    Case(
+        "convert-with-talker-src-without-speakers",
+        with_talker(speakers=False),
+        FileNotFoundError,
+        ("--with-talker", "omni-full", "no spk_dict.pt", "could not speak", "--speakers PATH", "leave out"),
+    ),
+    Case(
+        "convert-with-talker-src-speakers-corrupt",
+        with_talker(write("spk_dict.pt", "garbage")),
+        ValueError,
+        ("SRC spk_dict.pt", "omni-full/spk_dict.pt", "not a readable speakers file", "download or copy"),
+    ),
+    Case(
+        "convert-with-talker-src-speakers-not-a-dict",
+        with_talker(save_speakers(torch.ones(3))),
+        ValueError,
+        ("SRC spk_dict.pt", "holds a Tensor", "not Qwen2.5-Omni speakers", "'cond'"),
+    ),
+    Case(
+        "convert-with-talker-src-speaker-without-ref-mel",
+        with_talker(save_speakers({**tiny_speakers(), "Ethan": {"cond": torch.ones(1, 16), "bos_token": 413}})),
+        ValueError,
+        ("SRC spk_dict.pt", "speakers 'Ethan'", "without a `cond` and `ref_mel` tensor", "pass the spk_dict.pt"),
+    ),
+    Case(
+        "convert-speakers-without-with-talker",
+        lambda tmp_path: convert(checkpoint(tmp_path), tmp_path / "omni-dst", speakers=tmp_path / "spk_dict.pt"),
+        ValueError,
+        ("--speakers", "spk_dict.pt", "only used with --with-talker", "add --with-talker"),
+    ),
+    Case(
+        "convert-speakers-missing",
+        speakers_file("omni-nospk.pt", contents=b""),
+        FileNotFoundError,
+        ("--speakers", "omni-nospk.pt", "does not exist", "spk_dict.pt"),
+    ),
+    Case(
+        "convert-speakers-is-a-folder",
+        lambda tmp_path: convert(
+            full_checkpoint(tmp_path, False), tmp_path / "omni-dst", with_talker=True, speakers=tmp_path
+        ),
+        IsADirectoryError,
+        ("--speakers", "is a directory", "pass the spk_dict.pt file in it"),
+    ),
+    Case(
+        "convert-speakers-corrupt",
+        speakers_file("omni-spk.pt", contents=b"\x00" * 3),
+        ValueError,
+        ("--speakers", "omni-spk.pt", "not a readable speakers file", "download or copy"),
+    ),
+    Case(
+        "convert-speakers-inside-dst",
+        speakers_file("omni-dst/spk_dict.pt", overwrite=True),
+        ValueError,
+        ("--speakers", "omni-dst/spk_dict.pt", "is inside DST", "move the speakers file"),
+    ),
     # Warnings: the conversion succeeds and says what it did.
     Case(
         "convert-stale-staging-removed",
@@ -466,5 +723,11 @@ CASES: list[Case] = [
         replace_src_selector,
         None,
         ("SRC has selector weights", "replaced by the ones in", "omni-sel.safetensors"),
+    ),
+    Case(
+        "convert-speakers-replace-src-speakers",
+        speakers_replace_src_speakers,
+        None,
+        ("SRC has spk_dict.pt", "replaced by --speakers", "omni-spk.pt"),
     ),
 ]

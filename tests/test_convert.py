@@ -1,7 +1,9 @@
 """The converter (`omnisift-convert`, `python -m omnisift_hf.models.qwen2_5_omni.convert`): a tiny checkpoint in the
 published OmniSIFT layout (and a plain Qwen2.5-Omni one plus `--selector`) converted and loaded; selector placement,
 a slow reference of the selector, full-model logits, file set and key layout, the model card, Hub source / push
-stand-ins, and bad inputs that must stop the conversion with a clear message and leave no DST."""
+stand-ins, and bad inputs that must stop the conversion with a clear message and leave no DST. `--with-talker`: a
+stock full Qwen2.5-Omni (talker, token2wav, `spk_dict.pt`) converted into the full model, loaded bit-exactly, and
+speaking."""
 
 import configparser
 import importlib
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from cases_converter import CASES
+from cases_converter import CASES, stock_twin, write_full_checkpoint
 from helpers import BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs, perturb
 from huggingface_hub import ModelCard
 from reference_layout import (
@@ -32,11 +34,17 @@ from reference_layout import (
 )
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers import AutoModel, Qwen2_5OmniThinkerForConditionalGeneration
+from transformers import AutoModel, AutoModelForMultimodalLM, Qwen2_5OmniThinkerForConditionalGeneration
 
 import omnisift_hf.models.qwen2_5_omni.convert as convert_module
-from omnisift_hf import OmniSiftAudioSelector, OmniSiftConfig, OmniSiftForConditionalGeneration
+from omnisift_hf import (
+    OmniSiftAudioSelector,
+    OmniSiftConfig,
+    OmniSiftForConditionalGeneration,
+    OmniSiftOmniForConditionalGeneration,
+)
 from omnisift_hf.models.qwen2_5_omni.convert import convert, main
+from omnisift_hf.testing_utils import tiny_omni_model, tiny_speakers
 
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR_PREFIX = "thinker.compressor."
@@ -750,3 +758,272 @@ def test_failed_upload_says_dst_is_complete(source, tmp_path, monkeypatch):
     with pytest.raises(OSError, match=r"is complete, but uploading it to --push-to-hub 'org/x' failed \(offline\)"):
         convert(directory, tmp_path / "out", selector_num_heads=2, push_to_hub="org/x")
     assert OmniSiftConfig.from_pretrained(tmp_path / "out").model_type == "omnisift"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# --with-talker: the full model (thinker, talker, token2wav, speakers)
+# ---------------------------------------------------------------------------------------------------------------------
+CLIP = [("text", 3), ("video", 4, 4, 4, 400), ("text", 2)]
+SPEECH = {
+    "generation_mode": "audio",
+    "thinker_max_new_tokens": 4,
+    "talker_max_new_tokens": 10,
+    "talker_do_sample": False,
+}
+# PROCESSOR_FILES without the stand-in generation_config.json: a stock full model writes its own.
+FULL_PROCESSOR_FILES = {name: content for name, content in PROCESSOR_FILES.items() if name != "generation_config.json"}
+
+
+def assert_same_model(loaded: OmniSiftOmniForConditionalGeneration, expected: OmniSiftOmniForConditionalGeneration):
+    """Every tensor (dtype included) and every speaker of `loaded` equal to `expected`'s."""
+    ours, theirs = loaded.state_dict(), expected.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if ours[k].dtype != theirs[k].dtype or not torch.equal(ours[k], theirs[k])] == []
+    assert loaded.speaker_map.keys() == expected.speaker_map.keys()
+    for name, speaker in expected.speaker_map.items():
+        assert torch.equal(loaded.speaker_map[name]["cond"], speaker["cond"]), name
+        assert torch.equal(loaded.speaker_map[name]["ref_mel"], speaker["ref_mel"]), name
+        assert loaded.speaker_map[name]["bos_token"] == speaker["bos_token"], name
+
+
+def speak(model, seed: int = 3, **kwargs):
+    """A spoken reply to `CLIP`, greedy, with token2wav's noise seeded."""
+    torch.manual_seed(seed)
+    return model.generate(**build_inputs([CLIP]), **SPEECH, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def omni():
+    """The tiny full OmniSIFT model with every weight (selector included) moved off its init; speakers
+    `tiny_speakers()`."""
+    model = tiny_omni_model(seed=0)
+    perturb(model, seed=90)
+    return model
+
+
+@pytest.fixture(scope="module")
+def stock_full(omni, tmp_path_factory):
+    """(directory, selector file): `save_pretrained` of a stock `Qwen2_5OmniForConditionalGeneration` (config
+    `qwen2_5_omni`, thinker `qwen2_5_omni_thinker`, no selector) with `omni`'s weights, `spk_dict.pt` and processor
+    files; and `omni`'s selector as a safetensors file."""
+    directory = tmp_path_factory.mktemp("stock-full") / "Qwen2.5-Omni-tiny"
+    write_full_checkpoint(directory, omni, with_selector=False)
+    for name, content in FULL_PROCESSOR_FILES.items():
+        (directory / name).write_text(content)
+    assert json.loads((directory / "config.json").read_text())["model_type"] == "qwen2_5_omni"
+    write_selector_file(directory.parent / "selector.safetensors", omni.thinker, "thinker.compressor.")
+    return directory, directory.parent / "selector.safetensors"
+
+
+@pytest.fixture(scope="module")
+def converted_full(stock_full, tmp_path_factory):
+    directory, selector = stock_full
+    dst = tmp_path_factory.mktemp("converted-full") / "omnisift-omni-tiny"
+    convert(directory, dst, selector=selector, selector_num_heads=NUM_HEADS, with_talker=True, keep_ratio=0.35)
+    return dst
+
+
+def test_with_talker_file_set_and_config(converted_full, stock_full, omni, tmp_path):
+    directory, _ = stock_full
+    names = {p.name for p in converted_full.iterdir()}
+    weights = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json"}
+    expected = CONVERTED_FILES | weights | set(FULL_PROCESSOR_FILES) | {"generation_config.json", "spk_dict.pt"}
+    assert names == expected
+    assert (converted_full / "spk_dict.pt").read_bytes() == (directory / "spk_dict.pt").read_bytes()
+    assert leftovers(converted_full.parent, converted_full.name) == [converted_full.name]
+    # config.json and the remote code: exactly what `save_pretrained` of the same model writes.
+    omni.save_pretrained(tmp_path / "omni")
+    saved = json.loads((tmp_path / "omni" / "config.json").read_text())
+    saved["thinker_config"]["keep_ratio"] = 0.35
+    config = json.loads((converted_full / "config.json").read_text())
+    assert config == saved
+    for name in REMOTE_CODE_FILES:
+        assert (converted_full / name).read_text() == (tmp_path / "omni" / name).read_text(), name
+    assert config["model_type"] == "omnisift_omni"
+    assert config["architectures"] == ["OmniSiftOmniForConditionalGeneration"]
+    assert set(config["auto_map"]) == {
+        "AutoConfig",
+        "AutoModel",
+        "AutoModelForMultimodalLM",
+        "AutoModelForTextToWaveform",
+    }
+    thinker = config["thinker_config"]
+    assert thinker["model_type"] == "omnisift" and thinker["keep_ratio"] == 0.35
+    assert (thinker["selector_hidden_size"], thinker["selector_num_heads"], thinker["selector_mlp_size"]) == (16, 2, 8)
+    assert config["enable_audio_output"] is True
+    # The keys as `save_pretrained` writes them; the selector, from --selector, in its own shard.
+    assert read_weights(converted_full).keys() == read_weights(tmp_path / "omni").keys()
+    weight_map = json.loads((converted_full / "model.safetensors.index.json").read_text())["weight_map"]
+    assert {k for k, shard in weight_map.items() if shard.startswith("model-00002")} == {
+        f"thinker.compressor.{name}" for name in omni.thinker.compressor.state_dict()
+    }
+
+
+@pytest.mark.parametrize("loader", ["class", "auto"])
+def test_with_talker_loads_bit_exactly(converted_full, omni, loader):
+    if loader == "class":
+        loaded = OmniSiftOmniForConditionalGeneration.from_pretrained(converted_full)
+    else:
+        loaded = AutoModelForMultimodalLM.from_pretrained(converted_full)
+    assert type(loaded) is OmniSiftOmniForConditionalGeneration and loaded.has_talker
+    assert type(loaded.config.thinker_config) is OmniSiftConfig
+    assert loaded.config.thinker_config.keep_ratio == 0.35
+    assert_same_model(loaded, omni)
+
+
+@pytest.mark.slow
+def test_with_talker_speaks(converted_full, omni):
+    """The converted directory speaks, exactly as the model it was converted from (same reply, same waveform)."""
+    loaded = OmniSiftOmniForConditionalGeneration.from_pretrained(converted_full).eval()
+    sequences, waveform = speak(loaded)  # at the recorded keep_ratio 0.35
+    assert waveform.dim() == 1 and waveform.dtype == torch.float32 and waveform.numel() > 0
+    assert torch.isfinite(waveform).all()
+    assert loaded.compression_stats.num_kept_video_tokens.item() < loaded.compression_stats.num_video_tokens.item()
+    expected_sequences, expected_waveform = speak(omni, keep_ratio=0.35)
+    assert torch.equal(sequences, expected_sequences)
+    assert torch.equal(waveform, expected_waveform)
+
+
+def test_with_talker_published_layout(omni, tmp_path):
+    """A full Qwen2.5-Omni repository with the selector as `thinker.compressor.*` (the published OmniSIFT layout, two
+    shards): the selector comes from SRC, the key layout and sharding are SRC's."""
+    source = write_full_checkpoint(tmp_path / "src", omni)
+    convert(source, tmp_path / "out", selector_num_heads=NUM_HEADS, with_talker=True)
+    index = "model.safetensors.index.json"
+    assert (
+        json.loads((tmp_path / "out" / index).read_text())["weight_map"]
+        == json.loads((source / index).read_text())["weight_map"]
+    )
+    loaded = OmniSiftOmniForConditionalGeneration.from_pretrained(tmp_path / "out")
+    assert_same_model(loaded, omni)
+    assert loaded.config.thinker_config.keep_ratio == OmniSiftConfig().keep_ratio  # nothing given: the default
+
+
+def test_with_talker_keeps_the_dtypes_of_the_source(omni, tmp_path):
+    """Thinker and talker in bfloat16, token2wav in float32 (as Qwen2.5-Omni runs it): DST loads tensor for tensor
+    and dtype for dtype as SRC does."""
+    stock = stock_twin(omni)
+    stock.thinker.to(torch.bfloat16)
+    stock.talker.to(torch.bfloat16)
+    stock.save_pretrained(tmp_path / "src")
+    torch.save(tiny_speakers(), tmp_path / "src" / "spk_dict.pt")
+    write_selector_file(tmp_path / "selector.safetensors", omni.thinker, "")
+    selector = tmp_path / "selector.safetensors"
+    convert(tmp_path / "src", tmp_path / "out", selector=selector, selector_num_heads=NUM_HEADS, with_talker=True)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
+    ours = OmniSiftOmniForConditionalGeneration.from_pretrained(tmp_path / "out")
+    theirs = OmniSiftOmniForConditionalGeneration.from_pretrained(tmp_path / "src")
+    theirs.thinker.compressor.load_state_dict(ours.thinker.compressor.state_dict())  # SRC has no selector
+    assert {p.dtype for p in ours.token2wav.parameters()} == {torch.float32}
+    assert {p.dtype for p in ours.talker.parameters()} == {torch.bfloat16}
+    assert_same_model(ours, theirs)
+
+
+def test_with_talker_from_an_omnisift_omni_directory(omni, tmp_path):
+    """A directory `OmniSiftOmniForConditionalGeneration.save_pretrained` wrote converts again (new ratios), and
+    without --with-talker gives its thinker alone."""
+    omni.save_pretrained(tmp_path / "saved")
+    convert(
+        tmp_path / "saved", tmp_path / "full", selector_num_heads=NUM_HEADS, with_talker=True, audio_keep_ratio=0.6
+    )
+    loaded = OmniSiftOmniForConditionalGeneration.from_pretrained(tmp_path / "full")
+    assert (loaded.config.thinker_config.keep_ratio, loaded.config.thinker_config.audio_keep_ratio) == (0.25, 0.6)
+    assert_same_model(loaded, omni)
+    convert(tmp_path / "saved", tmp_path / "thinker", selector_num_heads=NUM_HEADS)
+    assert "spk_dict.pt" not in {p.name for p in (tmp_path / "thinker").iterdir()}
+    thinker = OmniSiftForConditionalGeneration.from_pretrained(tmp_path / "thinker").state_dict()
+    expected = omni.thinker.state_dict()
+    assert thinker.keys() == expected.keys()
+    assert [k for k in expected if not torch.equal(thinker[k], expected[k])] == []
+
+
+def test_without_the_flag_a_full_source_gives_the_thinker(stock_full, omni, tmp_path):
+    directory, selector = stock_full
+    convert(directory, tmp_path / "out", selector=selector, selector_num_heads=NUM_HEADS)
+    names = {p.name for p in (tmp_path / "out").iterdir()}
+    assert "spk_dict.pt" not in names
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "omnisift"
+    assert not [k for k in read_weights(tmp_path / "out") if k.startswith(("thinker.", "talker.", "token2wav."))]
+    loaded = OmniSiftForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
+    expected = omni.thinker.state_dict()
+    assert loaded.keys() == expected.keys()
+    assert [k for k in expected if not torch.equal(loaded[k], expected[k])] == []
+
+
+def test_cli_with_talker_and_speakers(omni, tmp_path, capsys):
+    """A SRC without `spk_dict.pt`, given one with --speakers: DST speaks with those."""
+    source = write_full_checkpoint(tmp_path / "src", omni, speakers=False)
+    torch.save(tiny_speakers(seed=5), tmp_path / "voices.pt")
+    argv = [str(source), str(tmp_path / "out"), "--with-talker", "--speakers", str(tmp_path / "voices.pt")]
+    main([*argv, "--selector-num-heads", "2", "--video-keep-ratio", "0.3"])
+    assert capsys.readouterr().out.strip() == str(tmp_path / "out")
+    loaded = OmniSiftOmniForConditionalGeneration.from_pretrained(tmp_path / "out")
+    assert loaded.config.thinker_config.video_keep_ratio == 0.3
+    assert (tmp_path / "out" / "spk_dict.pt").read_bytes() == (tmp_path / "voices.pt").read_bytes()
+    assert torch.equal(loaded.speaker_map["Ethan"]["ref_mel"], tiny_speakers(seed=5)["Ethan"]["ref_mel"])
+
+
+def test_cli_with_talker_error_is_one_line(tmp_path, capsys):
+    random_model(seed=84).save_pretrained(tmp_path / "thinker")
+    capsys.readouterr()  # the progress bar of save_pretrained
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "thinker"), str(tmp_path / "out"), "--with-talker", "--selector-num-heads", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error
+    assert error.startswith("omnisift-convert: error: --with-talker: SRC config.json") and "'omnisift'" in error
+    assert leftovers(tmp_path, "out") == []
+
+
+@pytest.mark.parametrize("with_talker", [False, True])
+def test_hub_source_downloads_speakers_only_with_talker(stock_full, tmp_path, monkeypatch, with_talker):
+    directory, selector = stock_full
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append(kwargs)
+        return str(directory)
+
+    monkeypatch.setattr(convert_module, "snapshot_download", fake_snapshot_download)
+    convert("org/omni-tiny", tmp_path / "out", selector=selector, selector_num_heads=2, with_talker=with_talker)
+    assert ("spk_dict.pt" in calls[-1]["allow_patterns"]) is with_talker
+    assert ((tmp_path / "out" / "spk_dict.pt").is_file()) is with_talker
+    assert ModelCard.load(tmp_path / "out" / "README.md").data.base_model == "org/omni-tiny"
+
+
+def test_with_talker_never_replaces_its_source(stock_full, tmp_path, capsys):
+    directory, selector = stock_full
+    before = file_contents(directory)
+    for dst in (directory, directory / "converted", directory.parent):
+        with pytest.raises(SystemExit):
+            main([str(directory), str(dst), "--overwrite", "--with-talker", "--selector", str(selector)])
+        assert "pass a DST outside SRC" in capsys.readouterr().err
+    assert file_contents(directory) == before
+    assert staging_leftovers(directory.parent) == []
+
+
+def test_with_talker_sigterm_removes_the_staging_directory(stock_full, tmp_path, monkeypatch):
+    directory, selector = stock_full
+    before = file_contents(directory)
+
+    def terminated_while_writing(target, module_file):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+
+    monkeypatch.setattr(convert_module, "write_remote_code", terminated_while_writing)
+    with pytest.raises(SystemExit) as exit_info:
+        convert(directory, tmp_path / "out", selector=selector, selector_num_heads=2, with_talker=True)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert leftovers(tmp_path, "out") == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert file_contents(directory) == before
+
+
+def test_with_talker_model_card(converted_full):
+    card = ModelCard.load(converted_full / "README.md")
+    assert "text-to-speech" in card.data.tags and card.data.pipeline_tag == "any-to-any"
+    text = card.text
+    assert "# OmniSIFT (Qwen2.5-Omni, thinker and talker)" in text
+    assert f'AutoModelForMultimodalLM.from_pretrained(\n    "{converted_full}"' in text
+    assert 'speaker="Chelsie"' in text and "sf.write(" in text
+    assert "| `keep_ratio` | `0.35` |" in text and "`config.json` (`thinker_config`)" in text

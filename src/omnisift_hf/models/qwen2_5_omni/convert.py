@@ -2,14 +2,17 @@
 
     omnisift-convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
     omnisift-convert Qwen/Qwen2.5-Omni-7B omnisift-untuned --selector selector.safetensors --keep-ratio 0.35
+    omnisift-convert dingyue1011/OmniSIFT-7B omnisift-omni-7b --subfolder OmniSIFT-7B --with-talker
 
 (`omnisift-convert` is `python -m omnisift_hf.models.qwen2_5_omni.convert`.)
 
 SRC is a local directory or a Hub repository id holding
 - the published OmniSIFT checkpoint: a full Qwen2.5-Omni `config.json` (`thinker_config` inside) and safetensors shards
-  with `thinker.*` keys, the selector as `thinker.compressor.*`, and `talker.*` / `token2wav.*` keys (dropped); or
+  with `thinker.*` keys, the selector as `thinker.compressor.*`, and `talker.*` / `token2wav.*` keys (dropped unless
+  `--with-talker`); or
 - a plain Qwen2.5-Omni checkpoint (full model, or the thinker as transformers saves it) plus `--selector PATH`, a
-  safetensors file with selector weights (keys prefixed `thinker.compressor.`, `compressor.` or bare).
+  safetensors file with selector weights (keys prefixed `thinker.compressor.`, `compressor.` or bare); or
+- a directory this package saved (`omnisift`, or `omnisift_omni`: the full model), e.g. to change its keep ratios.
 
 Every thinker tensor of SRC is kept (the published checkpoint fine-tuned the language model too). DST then holds
 `config.json` (model_type `omnisift`, the keep ratios, the selector sizes, `auto_map`), safetensors shards in the
@@ -17,6 +20,14 @@ layout `OmniSiftForConditionalGeneration.save_pretrained` writes (one output sha
 files, the processor/tokenizer files of SRC and a model card, so that
 `OmniSiftForConditionalGeneration.from_pretrained`, `AutoModel.from_pretrained` (with `omnisift_hf` imported) and
 `AutoModel.from_pretrained(..., trust_remote_code=True)` (without) all load it.
+
+`--with-talker` keeps the speech half of a full SRC as well: every `talker.*` and `token2wav.*` tensor, as it is, and
+the speakers (`spk_dict.pt` of SRC, or `--speakers PATH`). DST is then the full model (`config.json` of model_type
+`omnisift_omni` whose `thinker_config` is the OmniSIFT config above, the `auto_map` of
+`OmniSiftOmniForConditionalGeneration`, keys `thinker.*` / `talker.*` / `token2wav.*` as its `save_pretrained` writes
+them, `spk_dict.pt`), which `OmniSiftOmniForConditionalGeneration.from_pretrained` and
+`AutoModelForMultimodalLM.from_pretrained` load and which speaks (`generate(..., generation_mode="audio")`). A SRC
+without talker weights, or without speakers, is refused: DST would load but fail at its first spoken reply.
 
 Memory: one input shard at a time. Everything is written into a hidden sibling directory (`.DST.*.partial`) that is
 renamed into place at the end, so a failed conversion leaves no DST behind: an error, Ctrl-C or SIGTERM removes it;
@@ -31,6 +42,7 @@ import contextlib
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -54,8 +66,13 @@ from ...compression import check_keep_ratio
 from ...remote_code import write_remote_code
 from ...selector import OmniSiftAudioSelector
 from . import modeling_omnisift
-from .configuration_omnisift import OmniSiftConfig
-from .modeling_omnisift import OmniSiftForConditionalGeneration, remote_code_auto_map
+from .configuration_omnisift import OmniSiftConfig, OmniSiftOmniConfig
+from .modeling_omnisift import (
+    SPEAKERS_NAME,
+    OmniSiftForConditionalGeneration,
+    OmniSiftOmniForConditionalGeneration,
+    remote_code_auto_map,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -75,8 +92,10 @@ PROCESSOR_FILE_PATTERNS = (
     "chat_template*.jinja",
 )
 GENERATION_CONFIG_FILE = "generation_config.json"
-# What a Hub SRC needs: config, weights, and the files above (never `spk_dict.pt` or other speech assets).
+# What a Hub SRC needs: config, weights, and the files above (`spk_dict.pt` only with --with-talker).
 _DOWNLOAD_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.jinja")
+# What each speaker of a `spk_dict.pt` holds (read by `OmniSiftOmniForConditionalGeneration.generate`).
+_SPEAKER_FIELDS = ("cond", "ref_mel", "bos_token")
 
 _THINKER_PREFIX = "thinker."
 _SPEECH_PREFIXES = ("talker.", "token2wav.")
@@ -114,7 +133,12 @@ class _Plan:
     shards: list[tuple[Path, list[tuple[str, str]]]] = field(default_factory=list)
     # selector tensor name (`a_proj.weight`, ...) -> its shape, from SRC or from `--selector`.
     selector_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    # safetensors dtype name -> number of floating tensors of that dtype.
+    # DST key -> (SRC key, shape) of every tensor kept.
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = field(default_factory=dict)
+    # The speech prefixes (`talker.`, `token2wav.`) SRC has tensors under.
+    speech_prefixes: set[str] = field(default_factory=set)
+    # safetensors dtype name -> number of floating thinker tensors of that dtype. The model's dtype, as
+    # `save_pretrained` records it, is the thinker's (the talker shares it; token2wav runs in float32 regardless).
     dtypes: collections.Counter = field(default_factory=collections.Counter)
 
 
@@ -134,6 +158,8 @@ def convert(
     overwrite: bool = False,
     push_to_hub: str | None = None,
     private: bool | None = None,
+    with_talker: bool = False,
+    speakers: str | Path | None = None,
 ) -> Path:
     """Convert the checkpoint `src` into an OmniSIFT directory `dst` and return `dst`.
 
@@ -155,15 +181,21 @@ def convert(
         overwrite (`bool`, defaults to `False`): replace an existing, non-empty `dst`.
         push_to_hub (`str`, *optional*): a Hub repository id to upload `dst` to once it is complete.
         private (`bool`, *optional*): visibility of the repository `push_to_hub` creates.
+        with_talker (`bool`, defaults to `False`): write the full model ([`OmniSiftOmniForConditionalGeneration`],
+            model_type `omnisift_omni`): keep SRC's talker and token2wav tensors and its speakers. SRC must be a full
+            Qwen2.5-Omni (or OmniSIFT) checkpoint with `spk_dict.pt`, unless `speakers` is given.
+        speakers (`str` or `Path`, *optional*): a Qwen2.5-Omni `spk_dict.pt` written to DST instead of SRC's (only
+            with `with_talker`); for a SRC that ships none.
 
     Raises:
-        `FileNotFoundError`: SRC, its config.json, its safetensors weights or the `selector` file are missing.
+        `FileNotFoundError`: SRC, its config.json, its safetensors weights, the `selector` file, or (with
+            `with_talker`) the speakers are missing.
         `FileExistsError`: `dst` is a file, or exists and is not empty (pass `overwrite=True`).
         `NotADirectoryError`, `PermissionError`: SRC is a file, or `dst` cannot be created where it is.
         `TypeError`: an argument of the wrong type.
         `ValueError`: DST and SRC overlap, a bad keep ratio or head count, no selector, a selector that does not fit
-            SRC, an unknown key layout, an incomplete SRC, or a config.json, index or safetensors file that cannot be
-            read (truncated or corrupted).
+            SRC, an unknown key layout, an incomplete SRC, a config.json, index, safetensors or speakers file that
+            cannot be read (truncated or corrupted), or `with_talker` for a SRC without talker (thinker only).
     """
     # 0. Check every argument, and a local SRC against DST, before downloading, reading or writing anything.
     given_dst, dst = dst, _absolute(dst, "dst")
@@ -179,38 +211,50 @@ def convert(
         processor=processor,
         overwrite=overwrite,
         push_to_hub=push_to_hub,
+        with_talker=with_talker,
+        speakers=speakers,
     )
     selector = Path(selector) if selector is not None else None
-    root, source, is_hub = _resolve_source(src, subfolder, revision)
-    _check_apart(src, root, source, dst, selector)  # again: a Hub SRC is known only now, as its local snapshot
+    speakers = Path(speakers) if speakers is not None else None
+    root, source, is_hub = _resolve_source(src, subfolder, revision, with_talker)
+    inputs = {"--selector": selector, "--speakers": speakers}
+    _check_apart(src, root, source, dst, inputs)  # again: a Hub SRC is known only now, as its local snapshot
     if base_model is None and is_hub:
         base_model = str(src)
 
     # 1. Plan from config.json and the headers alone, and check everything before writing anything.
     config_dict = _read_config(source)
-    plan = _plan(source)
+    full_config_dict = _read_full_config(source) if with_talker else None
+    plan = _plan(source, with_talker)
+    speakers_file = _check_speech(src, source, plan, speakers) if with_talker else None
+    # Where the selector's tensors go in DST: `compressor.*` in the thinker, `thinker.compressor.*` in the full model.
+    selector_prefix = (_THINKER_PREFIX if with_talker else "") + _SELECTOR_PREFIX
     external_selector = _read_selector_file(selector) if selector is not None else None
     if external_selector is not None:
         if plan.selector_shapes:
             logger.warning(f"SRC has selector weights; they are replaced by the ones in {selector}.")
         plan.shards = [
-            (shard, [(s, d) for s, d in pairs if not d.startswith(_SELECTOR_PREFIX)]) for shard, pairs in plan.shards
+            (shard, [(s, d) for s, d in pairs if not d.startswith(selector_prefix)]) for shard, pairs in plan.shards
         ]
         plan.selector_shapes = {name: tuple(tensor.shape) for name, tensor in external_selector.items()}
     selector_origin = f"--selector {str(selector)!r}" if selector is not None else f"SRC {str(src)!r}"
     config = _build_config(source, config_dict, plan, selector_num_heads, ratios, selector_origin)
+    if full_config_dict is not None:
+        config = _build_full_config(source, full_config_dict, config)
     keys = [d for _, pairs in plan.shards for _, d in pairs]
-    keys += [_SELECTOR_PREFIX + name for name in external_selector or {}]
-    _check_complete(config, keys, source)
+    keys += [selector_prefix + name for name in external_selector or {}]
+    _check_complete(config, keys, source, plan)
 
     # 2. Write into a hidden sibling directory; rename it into place only once complete.
     _remove_stale_staging(dst)
     with _sigterm_raises():
         staging = _make_staging(dst)
         try:
-            _write_weights(staging, plan, external_selector)
+            _write_weights(staging, plan, external_selector, selector_prefix)
             config.save_pretrained(staging)
             write_remote_code(staging, modeling_omnisift.__file__)
+            if speakers_file is not None:  # as it is: the speakers load exactly as from SRC
+                shutil.copyfile(speakers_file, staging / SPEAKERS_NAME)
             if processor is not None:
                 processor.save_pretrained(staging)
             else:
@@ -265,6 +309,8 @@ def _check_arguments(
     processor: object,
     overwrite: bool,
     push_to_hub: object,
+    with_talker: object,
+    speakers: object,
 ) -> dict[str, float]:
     """Everything that can be checked without SRC's contents; returns the keep ratios that are set."""
     checked = {name: check_keep_ratio(name, value) for name, value in ratios.items()}
@@ -293,6 +339,25 @@ def _check_arguments(
             raise IsADirectoryError(f"--selector {str(selector)!r} is a directory; pass the safetensors file in it.")
         if not path.is_file():
             raise FileNotFoundError(f"--selector {str(selector)!r} does not exist; pass a safetensors file.")
+    if not isinstance(with_talker, bool):
+        raise TypeError(
+            f"`with_talker` must be True or False, got {with_talker!r} of type {type(with_talker).__name__}."
+        )
+    if speakers is not None:
+        path = _absolute(speakers, "speakers")
+        if not with_talker:
+            raise ValueError(
+                f"--speakers {str(speakers)!r} is only used with --with-talker (a thinker-only DST has no talker to "
+                "speak with); add --with-talker, or leave out --speakers."
+            )
+        if path.is_dir():
+            raise IsADirectoryError(
+                f"--speakers {str(speakers)!r} is a directory; pass the {SPEAKERS_NAME} file in it."
+            )
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"--speakers {str(speakers)!r} does not exist; pass a Qwen2.5-Omni {SPEAKERS_NAME} file."
+            )
 
     src_path = _absolute(src, "src")
     if src_path.exists() and not src_path.is_dir():
@@ -302,15 +367,17 @@ def _check_arguments(
         )
     if src_path.is_dir():  # a Hub SRC is checked once downloaded
         source = src_path / subfolder if subfolder else src_path
-        _check_apart(src, src_path, source, dst, Path(selector) if selector is not None else None)
+        inputs = {"--selector": selector, "--speakers": speakers}
+        _check_apart(src, src_path, source, dst, {flag: Path(p) for flag, p in inputs.items() if p is not None})
     _check_destination(dst, overwrite)
     return {name: value for name, value in checked.items() if value is not None}
 
 
-def _check_apart(src: object, root: Path, source: Path, dst: Path, selector: Path | None) -> None:
+def _check_apart(src: object, root: Path, source: Path, dst: Path, inputs: dict[str, Path | None]) -> None:
     """DST must neither be, nor lie inside, nor contain SRC (its folder `root`, the checkpoint's folder `source` in it,
-    or any file of `source`: a Hub snapshot's files link into the cache), with symbolic links resolved: the converter
-    never writes into its source, and never deletes it by replacing DST."""
+    or any file of `source`: a Hub snapshot's files link into the cache), nor the other input files (`inputs`: option
+    -> path, `--selector`, `--speakers`), with symbolic links resolved: the converter never writes into its source,
+    and never deletes it by replacing DST."""
     target = dst.resolve()
     destination = _shown(dst, target)
     for directory in dict.fromkeys((root.resolve(), source.resolve())):
@@ -331,11 +398,12 @@ def _check_apart(src: object, root: Path, source: Path, dst: Path, selector: Pat
                 f"DST {destination} holds {_shown(path, path.resolve())}, a file of SRC {str(src)!r}, which replacing "
                 "DST would delete; pass a DST outside SRC."
             )
-    if selector is not None and selector.resolve().is_relative_to(target):
-        raise ValueError(
-            f"--selector {_shown(selector, selector.resolve())} is inside DST {destination}, which replacing DST "
-            "would delete; move the selector file or pass another DST."
-        )
+    for flag, path in inputs.items():
+        if path is not None and path.resolve().is_relative_to(target):
+            raise ValueError(
+                f"{flag} {_shown(path, path.resolve())} is inside DST {destination}, which replacing DST would "
+                f"delete; move the {flag.removeprefix('--')} file or pass another DST."
+            )
 
 
 def _shown(given: object, resolved: Path) -> str:
@@ -371,7 +439,9 @@ def _check_destination(dst: Path, overwrite: bool) -> None:
         )
 
 
-def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tuple[Path, Path, bool]:
+def _resolve_source(
+    src: str | Path, subfolder: str, revision: str | None, with_talker: bool = False
+) -> tuple[Path, Path, bool]:
     """The local folder of SRC, the one holding its config.json and weights in it, and whether SRC was a Hub id."""
     is_hub = not Path(src).is_dir()
     if is_hub:
@@ -382,13 +452,14 @@ def _resolve_source(src: str | Path, subfolder: str, revision: str | None) -> tu
                 f"SRC {str(src)!r} is neither a local directory nor a Hub repository id; check the path."
             ) from None
         prefix = f"{subfolder.strip('/')}/" if subfolder else ""
-        # Only SRC's own folder: never the speech assets or another checkpoint nested in the repository.
+        # Only SRC's own folder: never another checkpoint nested in the repository, the speakers only for the talker.
+        patterns = (*_DOWNLOAD_PATTERNS, SPEAKERS_NAME) if with_talker else _DOWNLOAD_PATTERNS
         try:
             root = Path(
                 snapshot_download(
                     str(src),
                     revision=revision,
-                    allow_patterns=[prefix + pattern for pattern in _DOWNLOAD_PATTERNS],
+                    allow_patterns=[prefix + pattern for pattern in patterns],
                     ignore_patterns=[prefix + "*/*"],
                 )
             )
@@ -556,7 +627,9 @@ def _shard_files(source: Path) -> list[Path]:
     )
 
 
-def _plan(source: Path) -> _Plan:
+def _plan(source: Path, with_talker: bool = False) -> _Plan:
+    """The plan of DST's tensors: the thinker's (under `thinker.` with `with_talker`), and with `with_talker` the
+    `talker.*` / `token2wav.*` tensors of a full SRC as they are."""
     headers = []  # (shard, {key: (shape, dtype)})
     for shard in _shard_files(source):
         with _reading(shard, "SRC shard"), safe_open(shard, framework="pt") as f:
@@ -568,17 +641,27 @@ def _plan(source: Path) -> _Plan:
     for shard, info in headers:
         pairs = []
         for key, (shape, dtype) in info.items():
-            new_key = _rename(key, full_layout)
-            if new_key is None:
-                continue
+            speech = next((p for p in _SPEECH_PREFIXES if key.startswith(p)), None) if full_layout else None
+            if speech is not None and with_talker:
+                thinker_key, new_key = None, key
+                plan.speech_prefixes.add(speech)
+            else:
+                thinker_key = new_key = _rename(key, full_layout)
+                if new_key is None:
+                    continue
+                if with_talker:
+                    new_key = _THINKER_PREFIX + new_key
             if new_key in seen:
                 raise ValueError(
                     f"SRC tensors {seen[new_key]!r} and {key!r} both map to {new_key!r}; SRC is ambiguous."
                 )
             seen[new_key] = key
             pairs.append((key, new_key))
-            if new_key.startswith(_SELECTOR_PREFIX):
-                plan.selector_shapes[new_key.removeprefix(_SELECTOR_PREFIX)] = shape
+            plan.tensors[new_key] = (key, shape)
+            if thinker_key is None:
+                continue  # a speech tensor: token2wav runs in float32 whatever the model's dtype
+            if thinker_key.startswith(_SELECTOR_PREFIX):
+                plan.selector_shapes[thinker_key.removeprefix(_SELECTOR_PREFIX)] = shape
             if dtype in _SAFETENSORS_DTYPES:
                 plan.dtypes[dtype] += 1
         plan.shards.append((shard, pairs))
@@ -657,12 +740,15 @@ def _read_config(source: Path) -> dict:
         raise ValueError(f"SRC config.json {str(path)!r} holds a {type(raw).__name__}, not a JSON object.")
     expected = (
         "expected a Qwen2.5-Omni (`qwen2_5_omni` with a `thinker_config`, or `qwen2_5_omni_thinker`) or OmniSIFT "
-        "(`omnisift`) checkpoint"
+        "(`omnisift`, or `omnisift_omni` with a `thinker_config`) checkpoint"
     )
     try:
         config_dict, _ = OmniSiftConfig.get_config_dict(str(source))
     except (OSError, ValueError, TypeError, AttributeError) as error:  # e.g. a `thinker_config` that is no object
         raise ValueError(f"SRC config.json {str(path)!r} cannot be read as a config ({error}); {expected}.") from error
+    thinker = config_dict.get(OmniSiftConfig.base_config_key)
+    if config_dict.get("model_type") == OmniSiftOmniConfig.model_type and isinstance(thinker, dict):
+        config_dict = {**thinker, "model_type": OmniSiftConfig.model_type}  # a full model this package saved
     if config_dict.get("model_type") != OmniSiftConfig.model_type:
         raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.")
     text_config = config_dict.get("text_config")
@@ -674,6 +760,100 @@ def _read_config(source: Path) -> dict:
         )
     config_dict.pop("auto_map", None)  # rewritten for the files DST receives
     return config_dict
+
+
+def _read_full_config(source: Path) -> dict:
+    """For --with-talker: SRC's config as a full-model config dict (`model_type` `omnisift_omni`), which must have a
+    talker and token2wav config. `_read_config` has checked the file and its thinker config."""
+    path = source / "config.json"
+    config_dict, _ = OmniSiftOmniConfig.get_config_dict(str(source))
+    model_type = json.loads(path.read_text()).get("model_type")
+    needs = (
+        "--with-talker needs a full Qwen2.5-Omni checkpoint (model_type `qwen2_5_omni` with `talker_config` and "
+        "`token2wav_config`, and `talker.*` / `token2wav.*` weights): pass one, or leave out --with-talker for a "
+        "thinker-only DST"
+    )
+    if config_dict.get("model_type") != OmniSiftOmniConfig.model_type:
+        raise ValueError(
+            f"--with-talker: SRC config.json {str(path)!r} has model_type {model_type!r}, the thinker alone (text "
+            f"output, no talker); {needs}."
+        )
+    lacking = [
+        f"`{key}`" for key in ("talker_config", "token2wav_config") if not isinstance(config_dict.get(key), dict)
+    ]
+    if lacking:
+        raise ValueError(
+            f"--with-talker: SRC config.json {str(path)!r} (model_type {model_type!r}) has no "
+            f"{' and no '.join(lacking)}; {needs}."
+        )
+    for key in ("auto_map", "architectures"):  # rewritten for the files DST receives
+        config_dict.pop(key, None)
+    return config_dict
+
+
+def _check_speech(src: object, source: Path, plan: _Plan, speakers: Path | None) -> Path:
+    """For --with-talker: SRC has talker and token2wav tensors, and speakers (its `spk_dict.pt`, or `speakers`) that
+    load; returns the speakers file DST receives."""
+    missing = [prefix for prefix in _SPEECH_PREFIXES if prefix not in plan.speech_prefixes]
+    if missing:
+        what = " and no ".join(f"`{prefix}*`" for prefix in missing)
+        raise ValueError(
+            f"--with-talker: SRC {str(src)!r} has no {what} weights in {str(source)!r}"
+            + (", so it is a thinker-only checkpoint" if len(missing) == len(_SPEECH_PREFIXES) else "")
+            + "; --with-talker needs a full Qwen2.5-Omni checkpoint with talker and token2wav weights: pass one, or "
+            "leave out --with-talker for a thinker-only DST."
+        )
+    own = source / SPEAKERS_NAME
+    if speakers is None:
+        if not own.is_file():
+            raise FileNotFoundError(
+                f"--with-talker: SRC {str(src)!r} has no {SPEAKERS_NAME} in {str(source)!r}, so the converted model "
+                f"could not speak; pass --speakers PATH with the {SPEAKERS_NAME} of the Qwen2.5-Omni checkpoint SRC "
+                f"comes from (e.g. `hf download Qwen/Qwen2.5-Omni-7B {SPEAKERS_NAME}`), or leave out --with-talker "
+                "for a thinker-only DST."
+            )
+        _check_speakers(own, f"SRC {SPEAKERS_NAME}")
+        return own
+    if own.is_file():
+        logger.warning(f"SRC has {SPEAKERS_NAME}; it is replaced by --speakers {speakers}.")
+    _check_speakers(speakers, "--speakers")
+    return speakers
+
+
+def _check_speakers(path: Path, role: str) -> None:
+    """The speakers file `path` (`role`: "SRC spk_dict.pt", "--speakers") loads as `load_speakers` loads it, and holds
+    what a spoken reply reads of each speaker."""
+    try:
+        speakers = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, truncated, or objects `weights_only` refuses
+        # torch's `weights_only` message is a page of advice (including to load unsafely); keep its cause only.
+        text = str(error).strip()
+        cause = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, re.DOTALL)
+        reason = " ".join((cause.group(1) if cause else (text.splitlines() or [type(error).__name__])[0]).split())
+        reason = reason.split(". ")[0].rstrip(".")
+        raise ValueError(
+            f"{role} {str(path)!r} is not a readable speakers file ({reason[:200]}); it is truncated, corrupted or "
+            f"not Qwen2.5-Omni's: download or copy the {SPEAKERS_NAME} of a Qwen2.5-Omni checkpoint again."
+        ) from error
+    layout = f"a dict of speaker name -> {{{', '.join(map(repr, _SPEAKER_FIELDS))}}}"
+    if not isinstance(speakers, dict) or not speakers:
+        held = "an empty dict" if isinstance(speakers, dict) else f"a {type(speakers).__name__}"
+        raise ValueError(
+            f"{role} {str(path)!r} holds {held}, not Qwen2.5-Omni speakers ({layout}); pass the {SPEAKERS_NAME} of "
+            "a Qwen2.5-Omni checkpoint."
+        )
+    bad = sorted(
+        repr(name)
+        for name, speaker in speakers.items()
+        if not isinstance(speaker, dict)
+        or not set(_SPEAKER_FIELDS) <= set(speaker)
+        or not all(torch.is_tensor(speaker[field]) for field in ("cond", "ref_mel"))
+    )
+    if bad:
+        raise ValueError(
+            f"{role} {str(path)!r} has speakers {', '.join(bad[:3])} without a `cond` and `ref_mel` tensor and a "
+            f"`bos_token` ({layout}); pass the {SPEAKERS_NAME} of a Qwen2.5-Omni checkpoint."
+        )
 
 
 def _build_config(
@@ -744,38 +924,74 @@ def _build_config(
     return config
 
 
-def _check_complete(config: OmniSiftConfig, keys: list[str], source: Path) -> None:
+def _build_full_config(source: Path, config_dict: dict, thinker: OmniSiftConfig) -> OmniSiftOmniConfig:
+    """SRC's full-model config (`_read_full_config`) as an [`OmniSiftOmniConfig`] around the OmniSIFT thinker config
+    `thinker` (`_build_config`), as `OmniSiftOmniForConditionalGeneration.save_pretrained` writes it: the
+    architecture, `auto_map` and dtype at the top level only, the talker enabled."""
+    thinker_dict = thinker.to_dict()
+    for key in ("architectures", "auto_map", "dtype", "transformers_version"):
+        thinker_dict.pop(key, None)
+    config_dict = {**config_dict, "thinker_config": thinker_dict, "enable_audio_output": True}
+    try:
+        config = OmniSiftOmniConfig.from_dict(config_dict)
+    except (ValueError, TypeError) as error:  # a field of SRC's talker or token2wav config the config refuses
+        raise ValueError(f"SRC config.json in {str(source)!r} is not a valid Qwen2.5-Omni config: {error}") from error
+    config.architectures = [OmniSiftOmniForConditionalGeneration.__name__]
+    config.auto_map = remote_code_auto_map(OmniSiftOmniForConditionalGeneration)
+    config.dtype = getattr(thinker, "dtype", None) or config.dtype
+    return config
+
+
+def _check_complete(config: OmniSiftConfig | OmniSiftOmniConfig, keys: list[str], source: Path, plan: _Plan) -> None:
     """Every tensor `save_pretrained` of this model would write is in `keys` (else the loader would silently
-    initialise it at random); extra tensors are reported."""
+    initialise it at random); extra tensors are reported. For the full model, every tensor of SRC also has the shape
+    the model needs (else DST would fail to load)."""
+    full = isinstance(config, OmniSiftOmniConfig)
     with torch.device("meta"):
-        model = OmniSiftForConditionalGeneration(config)
+        model = (OmniSiftOmniForConditionalGeneration if full else OmniSiftForConditionalGeneration)(config)
     state_dict = model.state_dict()
     required = set(revert_weight_conversion(model, remove_tied_weights_from_state_dict(state_dict, model)))
-    known = set(revert_weight_conversion(model, state_dict))
+    known = revert_weight_conversion(model, state_dict)
+    tensors, needed_by = (
+        ("tensors", "the full model (thinker, talker, token2wav)") if full else ("thinker tensors", "the model")
+    )
     missing = sorted(required - set(keys))
     if missing:
         raise ValueError(
-            f"SRC lacks {len(missing)} thinker tensors the model needs, e.g. {missing[:3]}; the checkpoint in "
+            f"SRC lacks {len(missing)} {tensors} {needed_by} needs, e.g. {missing[:3]}; the checkpoint in "
             f"{str(source)!r} is incomplete or does not match its config.json: download it again."
         )
-    unexpected = sorted(set(keys) - known)
+    if full:
+        wrong = sorted(
+            f"{plan.tensors[key][0]} {list(plan.tensors[key][1])} (needs {list(known[key].shape)})"
+            for key in set(keys) & set(known) & set(plan.tensors)
+            if tuple(plan.tensors[key][1]) != tuple(known[key].shape)
+        )
+        if wrong:
+            raise ValueError(
+                f"SRC has {len(wrong)} tensors whose shapes do not match its config.json, e.g. {wrong[:3]}; the "
+                f"checkpoint in {str(source)!r} is corrupted or mixed from two models: download it again."
+            )
+    unexpected = sorted(set(keys) - set(known))
     if unexpected:
         logger.warning(
-            f"SRC has {len(unexpected)} thinker tensors the model does not use, kept as they are: {unexpected[:5]}"
+            f"SRC has {len(unexpected)} {tensors} the model does not use, kept as they are: {unexpected[:5]}"
         )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------------------------------
-def _write_weights(directory: Path, plan: _Plan, external_selector: dict[str, torch.Tensor] | None) -> None:
-    """One output shard per input shard that has thinker tensors (plus one for a `--selector` file), named and indexed
-    as `save_pretrained` names them."""
+def _write_weights(
+    directory: Path, plan: _Plan, external_selector: dict[str, torch.Tensor] | None, selector_prefix: str
+) -> None:
+    """One output shard per input shard that has tensors to keep (plus one for a `--selector` file, its tensors under
+    `selector_prefix`), named and indexed as `save_pretrained` names them."""
     outputs: list[tuple[Path | None, list[tuple[str, str]]]] = [
         (shard, pairs) for shard, pairs in plan.shards if pairs
     ]
     if external_selector:
-        outputs.append((None, [(name, _SELECTOR_PREFIX + name) for name in sorted(external_selector)]))
+        outputs.append((None, [(name, selector_prefix + name) for name in sorted(external_selector)]))
     weight_map, total_size, total_parameters = {}, 0, 0
     for number, (shard, pairs) in enumerate(outputs, start=1):
         filename = (
@@ -806,27 +1022,43 @@ def _copy_files(source: Path, directory: Path, patterns: tuple[str, ...]) -> Non
                 shutil.copyfile(path, directory / path.name)
 
 
-def model_card(config: OmniSiftConfig, *, base_model: str | None, model_id: str) -> str:
-    """README.md of a converted checkpoint: Hub metadata, the method, its keep-ratio knobs, usage and citation."""
+def model_card(config: OmniSiftConfig | OmniSiftOmniConfig, *, base_model: str | None, model_id: str) -> str:
+    """README.md of a converted checkpoint: Hub metadata, the method, its keep-ratio knobs, usage and citation. For a
+    full-model `config` ([`OmniSiftOmniConfig`], `--with-talker`), the spoken-reply variant."""
+    full = isinstance(config, OmniSiftOmniConfig)
+    thinker = config.thinker_config if full else config
+    width, heads, mlp_size = thinker.selector_hidden_size, thinker.selector_num_heads, thinker.selector_mlp_size
+    tags = ["omnisift", "qwen2_5_omni", "token-compression", "video", "audio"]
     metadata = ModelCardData(
         base_model=base_model,
         library_name="transformers",
         pipeline_tag="any-to-any",
-        tags=["omnisift", "qwen2_5_omni", "token-compression", "video", "audio"],
+        tags=[*tags, "text-to-speech"] if full else tags,
     )
 
     def shown(value: float | None) -> str:
         return "derived from `keep_ratio`" if value is None else f"`{value}`"
 
     base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a Qwen2.5-Omni checkpoint"
+    if full:
+        title = "Qwen2.5-Omni, thinker and talker"
+        output = (
+            "Text and spoken replies: the full Qwen2.5-Omni (thinker, talker,\ntoken2wav), its talker prompted with "
+            "the tokens the thinker kept."
+        )
+        recorded = "`config.json` (`thinker_config`)"
+    else:
+        title = "Qwen2.5-Omni thinker"
+        output = "Text output only: the Qwen2.5-Omni thinker, no talker."
+        recorded = "`config.json`"
     return f"""---
 {metadata.to_yaml()}
 ---
 
-# OmniSIFT (Qwen2.5-Omni thinker)
+# OmniSIFT ({title})
 
 [OmniSIFT](https://arxiv.org/abs/2602.04804) (ICML 2026) token compression for Qwen2.5-Omni, in the format of
-`omnisift_hf` (a native 🤗 transformers model). Text output only: the Qwen2.5-Omni thinker, no talker.
+`omnisift_hf` (a native 🤗 transformers model). {output}
 
 Converted from {base}.
 
@@ -836,20 +1068,20 @@ Between the audio/vision encoders and the language model, OmniSIFT drops most au
   most similar to its mean token, the second the tokens most similar to the same position in the first frame.
 - **VGAS**, the vision-guided audio selector (the only parameters OmniSIFT adds): in each 2-second window, audio
   tokens attend to the kept video tokens and a small head scores them; the best-scored ones are kept. Here: width
-  {config.selector_hidden_size}, {config.selector_num_heads} attention heads, scoring width {config.selector_mlp_size}.
+  {width}, {heads} attention heads, scoring width {mlp_size}.
 
 Kept tokens keep their original M-RoPE positions; text and image tokens are never dropped.
 
 ## Keep ratios
 
 All knobs are **keep** fractions in (0, 1] (the paper writes drop fractions, `rho = 1 - keep`). Recorded in
-`config.json`, and overridable per call in `forward` / `generate`:
+{recorded}, and overridable per call in `forward` / `generate`:
 
 | knob | this checkpoint | meaning |
 |---|---|---|
-| `keep_ratio` | `{config.keep_ratio}` | fraction of the audio + video tokens kept; `1.0` is exactly Qwen2.5-Omni |
-| `video_keep_ratio` | {shown(config.video_keep_ratio)} | fraction of the video tokens kept by STVP |
-| `audio_keep_ratio` | {shown(config.audio_keep_ratio)} | fraction of the audio tokens kept by VGAS |
+| `keep_ratio` | `{thinker.keep_ratio}` | fraction of the audio + video tokens kept; `1.0` is exactly Qwen2.5-Omni |
+| `video_keep_ratio` | {shown(thinker.video_keep_ratio)} | fraction of the video tokens kept by STVP |
+| `audio_keep_ratio` | {shown(thinker.audio_keep_ratio)} | fraction of the audio tokens kept by VGAS |
 
 The paper's operating points: "35%" = `audio_keep_ratio=0.7, video_keep_ratio=0.3`; "25%" =
 `audio_keep_ratio=0.5, video_keep_ratio=0.23`.
@@ -857,7 +1089,19 @@ The paper's operating points: "35%" = `audio_keep_ratio=0.7, video_keep_ratio=0.
 ## Usage
 
 ```python
-import torch
+{_full_model_usage(model_id) if full else _thinker_usage(model_id)}
+```
+
+## Citation
+
+```bibtex
+{_PAPER_CITATION}
+```
+"""
+
+
+def _thinker_usage(model_id: str) -> str:
+    return f"""import torch
 from qwen_omni_utils import process_mm_info
 from transformers import AutoModel, AutoProcessor
 
@@ -877,15 +1121,42 @@ inputs = processor(
 ).to(model.device)
 ids = model.generate(**inputs, use_audio_in_video=True, max_new_tokens=64)  # or keep_ratio=..., per call
 print(processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0])
-print(model.compression_stats.num_kept_video_tokens, model.compression_stats.num_kept_audio_tokens)
-```
+print(model.compression_stats.num_kept_video_tokens, model.compression_stats.num_kept_audio_tokens)"""
 
-## Citation
 
-```bibtex
-{_PAPER_CITATION}
-```
-"""
+def _full_model_usage(model_id: str) -> str:
+    return f"""import soundfile as sf
+import torch
+from qwen_omni_utils import process_mm_info
+from transformers import AutoModelForMultimodalLM, AutoProcessor
+
+# `trust_remote_code=True` runs the code in this repository; with `omnisift_hf` installed, `import omnisift_hf`
+# instead and leave it out.
+model = AutoModelForMultimodalLM.from_pretrained(
+    "{model_id}", dtype=torch.bfloat16, device_map="auto", trust_remote_code=True
+)
+processor = AutoProcessor.from_pretrained("{model_id}")
+
+conversation = [
+    {{"role": "system", "content": [{{"type": "text", "text": (  # the system prompt Qwen2.5-Omni speaks with
+        "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory "
+        "and visual inputs, as well as generating text and speech."
+    )}}]}},
+    {{"role": "user", "content": [
+        {{"type": "video", "video": "clip.mp4"}},
+        {{"type": "text", "text": "What is the person doing?"}},
+    ]}},
+]
+text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+audios, images, videos = process_mm_info(conversation, use_audio_in_video=True)  # frames at 2 fps
+inputs = processor(
+    text=text, audio=audios, images=images, videos=videos, fps=2, load_audio_from_video=True, return_tensors="pt"
+).to(model.device)
+# A spoken reply (speaker "Chelsie" or "Ethan"); generation_mode="text" for text only; keep_ratio=..., per call.
+ids, audio = model.generate(**inputs, use_audio_in_video=True, speaker="Chelsie", thinker_max_new_tokens=64)
+print(processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0])
+sf.write("reply.wav", audio.float().cpu().numpy(), samplerate=24000)
+print(model.compression_stats.num_kept_video_tokens, model.compression_stats.num_kept_audio_tokens)"""
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -895,7 +1166,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="omnisift-convert",
         description=(
-            "Convert a Qwen2.5-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a time)."
+            "Convert a Qwen2.5-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a time): the "
+            "thinker (text output), or with --with-talker the full model (text and speech)."
         ),
     )
     parser.add_argument("src", help="local directory or Hub repository id of the checkpoint")
@@ -911,6 +1183,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty DST")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload DST to this Hub repository once complete")
     parser.add_argument("--private", action="store_true", default=None, help="create the Hub repository as private")
+    parser.add_argument(
+        "--with-talker",
+        action="store_true",
+        help="keep the talker, token2wav and speakers of a full SRC: write the full model (omnisift_omni)",
+    )
+    parser.add_argument(
+        "--speakers",
+        metavar="PATH",
+        help="with --with-talker: a Qwen2.5-Omni spk_dict.pt to write instead of SRC's (for a SRC without one)",
+    )
     args = parser.parse_args(argv)
     try:
         dst = convert(
@@ -927,6 +1209,8 @@ def main(argv: list[str] | None = None) -> None:
             overwrite=args.overwrite,
             push_to_hub=args.push_to_hub,
             private=args.private,
+            with_talker=args.with_talker,
+            speakers=args.speakers,
         )
     except (OSError, ValueError, TypeError) as error:  # bad input: one line, no traceback
         parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
