@@ -1102,7 +1102,8 @@ class OmniSiftOmniForConditionalGeneration(Qwen2_5OmniForConditionalGeneration):
         self, codes: torch.LongTensor, eos_token_id, speaker_params: dict, token2wav_kwargs: dict
     ) -> tuple[list[torch.LongTensor], list[torch.FloatTensor]]:
         """Each sample's codes up to its first end token `(C_b,)` and its waveform `(num_samples,)` (token2wav in
-        float32, one sample at a time so that a batch reproduces separate calls under the same seed)."""
+        float32, one sample at a time, drawing its noise from the global random state in turn, as the parent does;
+        `pipeline("omni-qa")` restarts each sample from the batch's state: a batch speaks as separate calls)."""
         eos = torch.isin(codes, torch.as_tensor(eos_token_id, device=codes.device).flatten())  # (B, C)
         positions = torch.arange(codes.shape[1], device=codes.device)
         lengths = torch.where(eos, positions, codes.shape[1]).amin(dim=-1).tolist()

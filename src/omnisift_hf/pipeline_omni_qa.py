@@ -2,13 +2,16 @@
 
 Registered at `import omnisift_hf`. Each input is decoded with PyAV/soundfile (`omnisift_hf.media`), rendered through
 the processor's chat template and processed on its own in `preprocess`; `_forward` pads a batch on the left and runs
-one `generate()` per batch; `postprocess` decodes the answer and reports the kept-token counts.
+one `generate()` per batch; `postprocess` decodes the answer and reports the kept-token counts (and, with
+`return_audio=True` on a full Qwen2.5-Omni model, the spoken reply).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping
+from contextlib import contextmanager, nullcontext
 
 import torch
 from torch.utils.data import DataLoader
@@ -36,6 +39,12 @@ __all__ = ["OmniQAPipeline"]
 
 # The media-token counts of `model.compression_stats` that every answer reports.
 _COUNT_KEYS = ("num_video_tokens", "num_kept_video_tokens", "num_audio_tokens", "num_kept_audio_tokens")
+# Qwen2.5-Omni's token2wav writes mono 24 kHz waveforms (its config does not name the rate).
+SPEECH_SAMPLING_RATE = 24_000
+# Arguments of the full model's `generate` that the pipeline sets from its own call arguments.
+_SPEECH_ARGUMENTS = {"generation_mode": "return_audio", "return_audio": "return_audio", "speaker": "speaker"}
+# Prefixes of the full model's `generate` arguments that name the stage they go to.
+_STAGE_PREFIXES = ("thinker_", "talker_", "token2wav_")
 
 
 class OmniQAPipeline(Pipeline):
@@ -49,7 +58,15 @@ class OmniQAPipeline(Pipeline):
     pipe(video="clip.mp4", question="What is the person doing?", keep_ratio=0.25)
     # {"answer": "...", "num_video_tokens": 2880, "num_kept_video_tokens": 596, "num_audio_tokens": 500, ...}
     pipe([{"video": "a.mp4", "question": "..."}, {"audio": "b.wav", "question": "..."}], batch_size=2)
+
+    # The full Qwen2.5-Omni (`OmniSiftOmniForConditionalGeneration`, thinker + talker) also speaks its answer:
+    pipe(video="clip.mp4", question="What is happening?", return_audio=True, speaker="Ethan")
+    # {"answer": "...", ..., "audio": array([...], dtype=float32), "sampling_rate": 24000}
     ```
+
+    Models: `OmniSiftForConditionalGeneration` (the thinker, text replies) or `OmniSiftOmniForConditionalGeneration`
+    (the full model). On the full model a call without `return_audio` runs its thinker only and answers as the thinker
+    alone does.
 
     Inputs: keyword fields (`video=`, `audio=`, `image=`, `question=`), a dict with those keys, a list of dicts (a
     batch), or chat messages (`[{"role": "user", "content": [{"type": "video", "video": "clip.mp4"},
@@ -64,9 +81,17 @@ class OmniQAPipeline(Pipeline):
     processor (`media.video_sampling_of`), so a checkpoint trained at another frame size is sampled as it was
     trained.
 
+    Spoken replies (full model only): `return_audio=True`, and `speaker` (default: the model's, "Chelsie" for
+    Qwen2.5-Omni). On the full model the generation parameters (`max_new_tokens`, `do_sample`, ...) are the
+    thinker's, i.e. the text reply's; the talker's and token2wav's go in `generate_kwargs` with their prefix
+    (`generate_kwargs={"talker_do_sample": False, "talker_max_new_tokens": 600}`). In a padded batch every spoken reply
+    draws token2wav's noise from the random state of the batch's first one, so with a greedy thinker and talker a
+    batch gives the waveforms of one-by-one calls each made after the same seed.
+
     Returns, per input, `{"answer": str, "num_video_tokens", "num_kept_video_tokens", "num_audio_tokens",
     "num_kept_audio_tokens", "prompt_tokens", "prefill_tokens"}`: media tokens before/after compression and the
-    sequence length before/after it.
+    sequence length before/after it; with `return_audio=True` also `"audio"` (the spoken reply: a 1-D float32 numpy
+    array, mono) and `"sampling_rate"` (24000).
 
     Every call argument and every request of a list is checked before any media is decoded (`check_omni_request`,
     `media.check_source`); bad input raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument, the
@@ -88,13 +113,15 @@ class OmniQAPipeline(Pipeline):
                 "omni-qa needs a Qwen2.5-Omni processor: save one next to the model (`processor.save_pretrained`) or "
                 "pass `processor=` to `pipeline()`."
             )
-        # Any backbone: an OmniSIFT model is one with the public selection hook (this module is saved as remote code
-        # next to a model and must not import the backbones).
-        if not callable(getattr(self.model, "select_tokens", None)):
+        # Any backbone: an OmniSIFT model is one with the public selection hook, or a full model whose `thinker` has
+        # it (this module is saved as remote code next to a model and must not import the backbones).
+        if _thinker_of(self.model) is None:
             raise ValueError(
                 f"omni-qa runs OmniSIFT models, got a {type(self.model).__name__} (model_type="
                 f"{getattr(self.model.config, 'model_type', None)!r}). For Qwen2.5-Omni weights load "
-                "`OmniSiftForConditionalGeneration.from_pretrained(...)` and pass the model object to `pipeline()`."
+                "`OmniSiftForConditionalGeneration.from_pretrained(...)` (text replies) or "
+                "`OmniSiftOmniForConditionalGeneration.from_pretrained(...)` (text and spoken replies) and pass the "
+                "model object to `pipeline()`."
             )
 
     # -----------------------------------------------------------------------------------------------------------------
@@ -152,6 +179,8 @@ class OmniQAPipeline(Pipeline):
         system_prompt=None,
         video_sampling=None,
         skip_special_tokens=None,
+        return_audio=None,
+        speaker=None,
         **kwargs,
     ):
         preprocess, forward, postprocess = {}, {}, {}
@@ -181,9 +210,16 @@ class OmniQAPipeline(Pipeline):
             raise TypeError(
                 f"omni-qa: unknown argument(s) {unknown}. Known: keep_ratio, video_keep_ratio, audio_keep_ratio, "
                 "use_audio_in_video, max_new_tokens, generate_kwargs, system_prompt, video_sampling, "
-                "skip_special_tokens, and generation parameters (do_sample, temperature, ...)."
+                "skip_special_tokens, return_audio, speaker, and generation parameters (do_sample, temperature, ...; "
+                "the full model's talker_* / token2wav_* ones go in generate_kwargs)."
             )
         generate_kwargs.update(kwargs)
+        for name, argument in _SPEECH_ARGUMENTS.items():
+            if name in generate_kwargs:
+                raise ValueError(
+                    f"omni-qa: `{name}` in generate_kwargs is set by the pipeline; pass `{argument}=` as a call "
+                    "argument instead."
+                )
         for name, value in (
             ("max_new_tokens", max_new_tokens),
             ("keep_ratio", keep_ratio),
@@ -204,7 +240,64 @@ class OmniQAPipeline(Pipeline):
             if not isinstance(skip_special_tokens, bool):
                 raise TypeError(f"omni-qa: skip_special_tokens={skip_special_tokens!r} must be True or False.")
             postprocess["skip_special_tokens"] = skip_special_tokens
+        forward.update(self._check_speech_arguments(return_audio, speaker))
         return preprocess, forward, postprocess
+
+    def _check_speech_arguments(self, return_audio, speaker) -> dict:
+        """`return_audio` and `speaker` of a call (on top of those given to `pipeline()`), checked against the model
+        before any media is decoded or anything generated."""
+        if return_audio is not None and not isinstance(return_audio, bool):
+            raise TypeError(f"omni-qa: return_audio={return_audio!r} must be True or False.")
+        if speaker is not None and not isinstance(speaker, str):
+            raise TypeError(f"omni-qa: speaker={speaker!r} must be a speaker name (a string), e.g. 'Chelsie'.")
+        defaults = getattr(self, "_forward_params", {})  # those given to `pipeline()`; absent while it runs
+        speaks = defaults.get("return_audio", False) if return_audio is None else return_audio
+        if speaker is not None and not speaks:
+            raise ValueError(
+                f"omni-qa: speaker={speaker!r} chooses the voice of a spoken reply; pass return_audio=True with it, "
+                "or drop speaker."
+            )
+        model = self.model
+        if speaks and _thinker_of(model) is not None:  # (`__init__` refuses other models once this returns)
+            if _thinker_of(model) is model or not hasattr(model, "has_talker"):
+                raise ValueError(
+                    f"omni-qa: return_audio=True needs the full Qwen2.5-Omni model (thinker + talker), but this is a "
+                    f"{type(model).__name__}, which replies in text only. Load "
+                    "`OmniSiftOmniForConditionalGeneration.from_pretrained(...)` (a full Qwen2.5-Omni or OmniSIFT "
+                    "checkpoint) and pass it to `pipeline()`, or drop return_audio."
+                )
+            if not model.has_talker:
+                raise ValueError(
+                    "omni-qa: return_audio=True, but this model's talker is disabled (loaded with "
+                    "enable_audio_output=False, or `model.disable_talker()` was called). Load the model with "
+                    "`from_pretrained(..., enable_audio_output=True)`, or drop return_audio for text replies."
+                )
+            speakers = getattr(model, "speaker_map", None) or {}
+            if not speakers:
+                raise ValueError(
+                    "omni-qa: return_audio=True, but this model has no speakers loaded (its checkpoint has no "
+                    "spk_dict.pt). Call `model.load_speakers(path_to_spk_dict_pt)`, or drop return_audio."
+                )
+            voice = speaker if speaker is not None else defaults.get("speaker")
+            if voice is not None and voice not in speakers:
+                raise ValueError(
+                    f"omni-qa: speaker={voice!r} is not one of this model's speakers {sorted(speakers)}; pass one of "
+                    "them, or leave speaker out for the model's default voice."
+                )
+        forward = {}
+        if return_audio is not None:
+            forward["return_audio"] = return_audio
+        if speaker is not None:
+            forward["speaker"] = speaker
+        return forward
+
+    def _get_set_generation_params(self, generate_kwargs: dict) -> dict:
+        # Overwritten -- the answer is the thinker's: read the thinker's generation config (a full model's own one
+        # is not what its thinker generates with), so that the full model answers as its thinker alone.
+        params = _thinker_of(self.model).generation_config.to_diff_dict()
+        if (generation_config := generate_kwargs.get("generation_config")) is not None:
+            params.update(generation_config.to_diff_dict())
+        return {**params, **generate_kwargs}
 
     # -----------------------------------------------------------------------------------------------------------------
     # Preprocess: one request -> processor outputs
@@ -225,27 +318,39 @@ class OmniQAPipeline(Pipeline):
         else:
             dataset = PipelineIterator(inputs, self.preprocess, preprocess_params)
             num_workers = min(num_workers, 1)
-        loader = DataLoader(dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=list)
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from the global generator, and a list
+        # would then sample (and speak) otherwise than the same request alone after the same seed.
+        loader = DataLoader(
+            dataset, num_workers=num_workers, batch_size=batch_size, collate_fn=list, generator=torch.Generator()
+        )
         model_iterator = PipelineIterator(loader, self.forward, forward_params, loader_batch_size=batch_size)
         return PipelineIterator(model_iterator, self.postprocess, postprocess_params)
 
-    def _forward(self, model_inputs, generate_kwargs=None):
+    def _forward(self, model_inputs, generate_kwargs=None, return_audio=False, speaker=None):
         samples = model_inputs if isinstance(model_inputs, list) else [model_inputs]
         # The counts come back with each generate() call (not from per-model state): safe when threads share a model.
         generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}), return_dict_in_generate=True)
+        thinker = _thinker_of(self.model)
+        if thinker is not self.model:  # the full model: its thinker answers, its talker speaks when asked to
+            generate_kwargs = _full_model_kwargs(generate_kwargs, thinker, return_audio, speaker)
         results: list[dict | None] = [None] * len(samples)
-        # Videos with and without interleaved audio need different position ids: one generate() per kind.
-        for use_audio_in_video, indices in group_by_audio_in_video(samples).items():
-            batch = collate_omni_inputs([samples[i] for i in indices], self.processor.tokenizer.pad_token_id)
-            batch = to_model_inputs(batch, self.model, self.device)
-            outputs = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
-            prompt_length = batch["input_ids"].shape[1]
-            counts = _kept_counts(outputs, batch["input_ids"].shape[0])
-            for row, index in enumerate(indices):
-                result = {name: value[row] for name, value in counts.items()}
-                result["generated"] = outputs.sequences[row, prompt_length:].cpu()
-                result["prompt_tokens"] = batch["attention_mask"][row].sum().cpu()
-                results[index] = result
+        # Each spoken reply of the batch draws token2wav's noise from the same random state, as it would alone.
+        token2wav = getattr(self.model, "token2wav", None) if return_audio else None
+        with _same_noise_per_reply(token2wav) if token2wav is not None else nullcontext():
+            # Videos with and without interleaved audio need different position ids: one generate() per kind.
+            for use_audio_in_video, indices in group_by_audio_in_video(samples).items():
+                batch = collate_omni_inputs([samples[i] for i in indices], self.processor.tokenizer.pad_token_id)
+                batch = to_model_inputs(batch, self.model, self.device)
+                outputs = self.model.generate(**batch, use_audio_in_video=use_audio_in_video, **generate_kwargs)
+                prompt_length = batch["input_ids"].shape[1]
+                counts = _kept_counts(outputs, batch["input_ids"].shape[0])
+                for row, index in enumerate(indices):
+                    result = {name: value[row] for name, value in counts.items()}
+                    result["generated"] = outputs.sequences[row, prompt_length:].cpu()
+                    result["prompt_tokens"] = batch["attention_mask"][row].sum().cpu()
+                    if return_audio:
+                        result["audio"] = outputs.audio[row].detach().reshape(-1).float().cpu()
+                    results[index] = result
         return {key: [result[key] for result in results] for key in results[0]}
 
     def postprocess(self, model_outputs, skip_special_tokens=True):
@@ -267,6 +372,9 @@ class OmniQAPipeline(Pipeline):
             - result["num_kept_audio_tokens"]
         )
         result["prefill_tokens"] = result["prompt_tokens"] - dropped
+        if "audio" in model_outputs:
+            result["audio"] = torch.as_tensor(first(model_outputs["audio"])).reshape(-1).float().numpy()
+            result["sampling_rate"] = SPEECH_SAMPLING_RATE
         return result
 
     def save_pretrained(self, save_directory, **kwargs):
@@ -285,6 +393,62 @@ def _check_count(name: str, value, low: int) -> None:
         raise TypeError(f"omni-qa: {name}={value!r} must be an integer >= {low}, got {type(value).__name__}.")
     if value < low:
         raise ValueError(f"omni-qa: {name}={value!r} must be an integer >= {low}.")
+
+
+def _thinker_of(model):
+    """The OmniSIFT thinker that answers: `model` itself (a thinker), the `thinker` of a full model, or `None`."""
+    if callable(getattr(model, "select_tokens", None)):
+        return model
+    thinker = getattr(model, "thinker", None)
+    return thinker if callable(getattr(thinker, "select_tokens", None)) else None
+
+
+def _full_model_kwargs(generate_kwargs: dict, thinker, return_audio: bool, speaker: str | None) -> dict:
+    """The pipeline's generation parameters as the full model's `generate` takes them: unprefixed ones are the
+    thinker's (`max_new_tokens` -> `thinker_max_new_tokens`: unprefixed, the full model would hand it to the talker
+    too), `thinker_*` / `talker_*` / `token2wav_*` ones as given (an explicit `thinker_*` one wins over its
+    unprefixed twin, which may be the pipeline's default); a text reply runs the thinker only."""
+    kwargs = {f"thinker_{key}": value for key, value in generate_kwargs.items() if not key.startswith(_STAGE_PREFIXES)}
+    kwargs.update({key: value for key, value in generate_kwargs.items() if key.startswith(_STAGE_PREFIXES)})
+    if "thinker_max_new_tokens" not in kwargs:  # else the full model's default (1024), not the thinker's own
+        config = kwargs.get("thinker_generation_config") or thinker.generation_config
+        kwargs["thinker_max_new_tokens"] = config.max_new_tokens
+    kwargs["generation_mode"] = "audio" if return_audio else "text"
+    if speaker is not None:
+        kwargs["speaker"] = speaker
+    return kwargs
+
+
+@contextmanager
+def _same_noise_per_reply(token2wav):
+    """While active, every call of `token2wav` in this thread starts from the random state (CPU and the codes'
+    device) of the first one: token2wav draws its initial noise from the global generators, so without this the
+    second reply of a batch would get other noise than it gets alone after the same seed."""
+    thread, saved = threading.get_ident(), []
+
+    def restore(module, args, kwargs):
+        if threading.get_ident() != thread:  # another thread's call of a shared model
+            return
+        code = args[0] if args else kwargs.get("code")
+        device_module = None
+        if torch.is_tensor(code) and code.device.type != "cpu":
+            device_module = getattr(torch, code.device.type, None)
+            if not callable(getattr(device_module, "get_rng_state", None)):
+                device_module = None
+        if not saved:
+            state = device_module.get_rng_state(code.device) if device_module is not None else None
+            saved.append((torch.get_rng_state(), state))
+            return
+        cpu_state, device_state = saved[0]
+        torch.set_rng_state(cpu_state)
+        if device_module is not None and device_state is not None:
+            device_module.set_rng_state(device_state, code.device)
+
+    handle = token2wav.register_forward_pre_hook(restore, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def _kept_counts(outputs, batch_size: int) -> dict[str, torch.Tensor]:
