@@ -149,3 +149,173 @@ def test_cpu_memory_comes_from_a_fresh_process():
     args.max_new_tokens = 2
     peak = fresh_process_memory_probe(args)("prefill", 0.25)
     assert isinstance(peak, int) and peak > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Spoken replies (`--talker`): the full model's talker prompted with the kept positions only
+# ---------------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def talker_quick(tmp_path_factory):
+    path = tmp_path_factory.mktemp("benchmark") / "talker.json"
+    stdout = sys.stdout
+    try:
+        sys.stdout = printed = __import__("io").StringIO()
+        assert main(["--talker", "--quick", "--no-progress", "--json", str(path)]) == 0
+    finally:
+        sys.stdout = stdout
+    return json.loads(path.read_text()), printed.getvalue()
+
+
+def test_talker_quick_report(talker_quick):
+    # The tiny full model on the quick clip (4 s, 8 x 8 patches): the talker's prefill is K + 2 tokens, K + 2 < L + 2
+    # at keep 0.25 and = L + 2 at 1.0; both ratios do the same reply (4 text, 8 codec tokens). No timing is asserted.
+    report, printed = talker_quick
+    assert set(report) == {"environment", "talker_flops", "talker"}
+    for title in ("### Talker prefill FLOPs at the real size", "### Spoken replies (tiny", "### Issue #16 targets"):
+        assert title in printed
+    section = report["talker"]
+    assert section["seconds"] == 4 and section["thinker_new_tokens"] == 4 and section["codec_tokens"] == 8
+    rows = {row["keep_ratio"]: row for row in section["rows"]}
+    assert set(rows) == {1.0, 0.25}
+    length = section["input_length"]
+    assert rows[1.0]["talker_prompt_length"] == length + 2 and rows[1.0]["kept_length"] == length
+    assert rows[1.0]["talker_prompt_length_vs_full"] == 1 and rows[1.0]["retention"] == 1
+    assert rows[0.25]["talker_prompt_length"] == rows[0.25]["kept_length"] + 2 < length + 2
+    assert rows[0.25]["talker_prompt_length_vs_full"] == (rows[0.25]["kept_length"] + 2) / (length + 2)
+    assert abs(rows[0.25]["retention"] - 0.25) < 0.02
+    for row in rows.values():
+        assert row["codec_tokens"] == 8 and row["thinker_new_tokens"] == 4
+        assert row["audio_seconds"] > 0 and len(row["total_runs_s"]) == 1
+        assert all(row[key] > 0 for key in ("time_to_first_codec_token_s", "talker_prefill_s", "token2wav_s"))
+        assert row["thinker_s"] + row["talker_s"] <= row["total_s"]
+    # The meta-device table counts the same layout: the timed run's K is the 7B table's K.
+    flops = {row["keep_ratio"]: row for row in report["talker_flops"]["rows"]}
+    assert {row["seconds"] for row in flops.values()} == {4}
+    for keep_ratio, row in flops.items():
+        assert row["input_length"] == length and row["kept_length"] == rows[keep_ratio]["kept_length"]
+        assert row["prefill_tokens"] == row["kept_length"] + 2
+        assert row["flops"]["total"] == sum(row["flops"][group] for group in ("projection", "decoder", "codec_head"))
+    assert flops[0.25]["total_flops_vs_full"] < flops[0.25]["prefill_tokens_vs_full"] < 1
+
+
+def test_talker_targets_read_the_20s_rows():
+    from omnisift_hf.tools.benchmark import talker_targets
+
+    report = {
+        "talker_flops": {
+            "rows": [
+                {"seconds": 20, "keep_ratio": 0.25, "prefill_tokens_vs_full": 0.27, "total_flops_vs_full": 0.25},
+                {"seconds": 10, "keep_ratio": 0.25, "prefill_tokens_vs_full": 0.5, "total_flops_vs_full": 0.5},
+            ]
+        },
+        "talker": {
+            "seconds": 20,
+            "rows": [
+                {
+                    "keep_ratio": 0.25,
+                    "talker_prompt_length_vs_full": 0.27,
+                    "total_vs_full": 0.6,
+                    "time_to_first_codec_token_vs_full": 0.4,
+                    "talker_prefill_vs_full": 0.2,
+                    "process_cpu_vs_full": 0.7,
+                    "peak_memory_vs_full": 0.5,
+                }
+            ],
+        },
+    }
+    checks = talker_targets(report)
+    assert [(check["value"], check["met"]) for check in checks if check["target"]] == [
+        (0.27, True),  # talker prefill tokens, 7B layout, 20 s
+        (0.27, True),  # talker prefill tokens, timed run, 20 s
+        (0.6, False),  # whole spoken reply time
+    ]
+    assert [check["value"] for check in checks if not check["target"]] == [0.4, 0.2, 0.7, 0.25, 0.5]
+    assert all(check["met"] is None for check in checks if not check["target"])
+
+
+def _talker_config():
+    from omnisift_hf.tools.profiling import qwen2_5_omni_talker_config
+
+    # A small talker: input width 48, hidden 32, 3 layers of 4 query / 2 key-value heads of 8, MLP 80, 40 codes.
+    codec = {f"tts_codec_{name}_token_id": 36 + i for i, name in enumerate(("pad", "start", "end", "mask"))}
+    return qwen2_5_omni_talker_config(
+        vocab_size=40,
+        embedding_size=48,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        layer_types=None,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [1, 1, 2]},
+        **codec,
+    )
+
+
+def _talker_hand_count(length: int, E=48, H=32, I=80, layers=3, heads=4, kv_heads=2, head_dim=8, V=40) -> dict:  # noqa: E741
+    """Matrix-product FLOPs (2 per multiply-add) of a talker prefill of `length` tokens, by hand."""
+    projections = 2 * H * heads * head_dim + 2 * 2 * H * kv_heads * head_dim + 2 * heads * head_dim * H  # q, k, v, o
+    mlp = 3 * 2 * H * I  # gate, up, down
+    attention = 2 * 2 * length * heads * head_dim  # scores and weighted values, dense, per query token
+    decoder = layers * length * (projections + mlp + attention)
+    return {"projection": 2 * length * E * H, "decoder": decoder, "codec_head": 2 * length * H * V}
+
+
+def test_talker_prefill_flops_match_a_hand_count():
+    from omnisift_hf.tools.profiling import QWEN2_5_OMNI_TALKER, MetaTalkerPrefillFlops, qwen2_5_omni_talker_config
+
+    config = _talker_config()
+    scaled, exact = MetaTalkerPrefillFlops(config), MetaTalkerPrefillFlops(config, exact=True)
+    for length in (7, 30):
+        hand = _talker_hand_count(length)
+        hand["total"] = sum(hand.values())
+        assert scaled.count(length) == hand and exact.count(length) == hand
+    # The real 7B talker: the issue's sizes, the same formula.
+    real = qwen2_5_omni_talker_config()
+    assert {key: getattr(real, key) for key in QWEN2_5_OMNI_TALKER if key != "rope_parameters"} == {
+        "vocab_size": 8448,
+        "embedding_size": 3584,
+        "hidden_size": 896,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "head_dim": 64,
+    }
+    sizes = {"E": 3584, "H": 896, "I": 18944, "layers": 24, "heads": 14, "kv_heads": 2, "head_dim": 64, "V": 8448}
+    hand = _talker_hand_count(100, **sizes)
+    assert MetaTalkerPrefillFlops(real).count(100) == {**hand, "total": sum(hand.values())}
+
+
+def test_talker_prefill_flops_match_a_real_prompted_forward():
+    # The meta count equals FlopCounterMode on a real CPU prefill of the same talker, run as the full model prompts it
+    # (inputs_embeds with the kept prompt's M-RoPE positions, `prompt_position_ids`).
+    from omnisift_hf.models.qwen2_5_omni.modeling_omnisift import OmniSiftTalkerForConditionalGeneration
+    from omnisift_hf.tools.profiling import MetaTalkerPrefillFlops
+
+    config = _talker_config()
+    torch.manual_seed(0)
+    talker = OmniSiftTalkerForConditionalGeneration(config).eval()
+    length = 12
+    positions = torch.arange(length).view(1, 1, -1).expand(3, 1, -1).clone()
+    positions[:, :, 3:] += 40  # a gap, as where dropped positions were
+    with torch.no_grad(), flop_counter() as counter:
+        talker(
+            input_ids=torch.full((1, length), 39),
+            inputs_embeds=torch.randn(1, length, 48),
+            prompt_position_ids=positions,
+            thinker_reply_part=torch.randn(1, 3, 48),
+        )
+    assert MetaTalkerPrefillFlops(config).count(length)["total"] == counter.get_total_flops()
+
+
+@pytest.mark.slow
+def test_talker_memory_comes_from_a_fresh_process():
+    # The spoken-reply probe runs the real child command line (the full tiny model, one reply) and returns bytes.
+    from omnisift_hf.tools.benchmark import build_parser, fresh_process_memory_probe
+
+    args = build_parser().parse_args(["--quick", "--seconds", "2", "--patches", "4", "4", "--threads", "1"])
+    args.max_new_tokens, args.talker_codec_tokens = 2, 2
+    peak = fresh_process_memory_probe(args)("talker", 0.25)
+    assert isinstance(peak, int) and peak > 0

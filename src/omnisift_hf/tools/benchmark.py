@@ -1,9 +1,10 @@
 """Benchmark OmniSIFT against the full model: FLOPs at real sizes, latency and memory, batched generation.
 
-    python -m omnisift_hf.benchmark                          # every section, markdown tables on stdout
+    python -m omnisift_hf.benchmark                          # every section but talker, markdown tables on stdout
     python -m omnisift_hf.benchmark --json results.json      # also the raw numbers
     python -m omnisift_hf.benchmark --quick                  # a smoke run: tiny model, one short clip, 1 repeat
-    python -m omnisift_hf.benchmark --sections flops         # one section (flops, prefill, generate, batch)
+    python -m omnisift_hf.benchmark --sections flops         # one section (flops, prefill, generate, batch, talker)
+    python -m omnisift_hf.benchmark --talker                 # spoken replies only (same as --sections talker)
 
 Sections (all keep ratios of one section are measured side by side in the same run):
 
@@ -20,9 +21,22 @@ Sections (all keep ratios of one section are measured side by side in the same r
   reaches the host), total time, tokens/s and peak memory. Every run generates exactly `--max-new-tokens` tokens.
 - `batch`: padded-batch throughput of `generate()` at each batch size against the same samples one by one (batch
   size 1); the samples are clips of different lengths, so padding is real.
+- `talker` (not run by default; `--talker`): spoken replies of the full model (thinker + talker + token2wav,
+  `OmniSiftOmniForConditionalGeneration`), whose talker is prompted with the thinker's kept positions only (`K + 2`
+  prefill tokens instead of `L + 2`). Two parts: the talker's prefill FLOPs at the real 7B talker size on the meta
+  device (`omnisift_hf.tools.profiling.MetaTalkerPrefillFlops`) for the `--flops-seconds` clips, K from the same tiny
+  CPU run as the `flops` section; and, on the mid-size config with a talker scaled alike (`MID_SIZE_TALKER`) and the
+  tiny token2wav of `omnisift_hf.testing_utils`, the talker's prefill tokens, time to the first codec token (a
+  `TokenClock` passed as `talker_streamer`), the talker's prefill time and the thinker / talker / token2wav split
+  (forward hooks on `model.thinker`, `model.talker`, `model.token2wav`), the whole reply's wall and process CPU time
+  and peak memory. Every reply is greedy, exactly `--max-new-tokens` text tokens and `--talker-codec-tokens` codec
+  tokens (end tokens suppressed by `min_new_tokens`), so both keep ratios do the same work apart from the prefills.
+  The keep ratios (`--talker-keep-ratios`) alternate within each repeat, so a load change on a shared machine hits
+  them alike.
 
 The last table checks issue #8's targets at keep ratio 0.25 against 1.0 (prefill time <= 0.35x, compression step <= 1%
-of the full prefill, batch 4 >= 2x one by one). `--dtype auto` (the default) is bfloat16 on CUDA and float32 on CPU.
+of the full prefill, batch 4 >= 2x one by one); with `talker`, issue #16's (talker prefill tokens <= 0.30x, whole
+spoken reply <= 0.5x). `--dtype auto` (the default) is bfloat16 on CUDA and float32 on CPU.
 
 Times are medians over `--repeats` runs after `--warmup` runs. CPU times use `time.perf_counter`; CUDA times use
 CUDA events. Peak memory is measured in a separate run (never in a timed one): on CUDA,
@@ -50,23 +64,50 @@ from tqdm.auto import tqdm
 from transformers.generation.streamers import BaseStreamer
 
 from ..media import AUDIO_TOKENS_PER_SECOND
+from ..models.qwen2_5_omni.configuration_omnisift import OmniSiftOmniConfig
+from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftOmniForConditionalGeneration
 from ..processing_omnisift import to_model_inputs
-from ..testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_inputs, tiny_model
-from .profiling import MetaPrefillFlops, clip_segments, count_prefill_flops, measure_clip_layouts, qwen2_5_omni_config
+from ..testing_utils import (
+    TINY_TOKEN_IDS,
+    TINY_VOCAB_SIZE,
+    tiny_inputs,
+    tiny_model,
+    tiny_omni_config,
+    tiny_omni_model,
+    tiny_speakers,
+)
+from .profiling import (
+    MetaPrefillFlops,
+    MetaTalkerPrefillFlops,
+    clip_segments,
+    count_prefill_flops,
+    measure_clip_layouts,
+    qwen2_5_omni_config,
+    qwen2_5_omni_talker_config,
+)
 
 __all__ = [
+    "DEFAULT_SECTIONS",
     "MID_SIZE",
+    "MID_SIZE_TALKER",
     "SECTIONS",
     "PeakMemory",
+    "StageClock",
     "Stopwatch",
     "TokenClock",
     "format_markdown",
     "main",
     "run",
+    "spoken_reply_model",
+    "talker_flops_section",
+    "talker_section",
+    "talker_targets",
     "targets",
 ]
 
-SECTIONS = ("flops", "prefill", "generate", "batch")
+SECTIONS = ("flops", "prefill", "generate", "batch", "talker")
+# What runs without `--sections` / `--talker`: the thinker's sections (the spoken-reply one builds a second model).
+DEFAULT_SECTIONS = ("flops", "prefill", "generate", "batch")
 
 # The mid-size random config of the compression issue, on the tiny vocabulary of `omnisift_hf.testing_utils`.
 MID_SIZE = {
@@ -103,6 +144,22 @@ MID_SIZE = {
     "selector_mlp_size": 256,
 }
 
+# The full model's talker at the mid-size config: each size of the real 7B talker (896 wide, 24 layers, 14 / 2 heads
+# of 64, MLP 18944) scaled as the mid-size thinker scales the 7B thinker's (width 1024 / 3584, MLP 2816 / 18944,
+# layers 8 / 28, heads 16 / 28, head_dim 64 / 128, KV heads 4 / 4): 256 wide, MLP 2816, 7 layers, 8 / 2 heads of 32.
+# It reads the thinker's 1024-wide states; codec vocabulary, token ids and token2wav are the tiny model's.
+MID_SIZE_TALKER = {
+    "embedding_size": MID_SIZE["text_config"]["hidden_size"],
+    "hidden_size": 256,
+    "intermediate_size": 2816,
+    "num_hidden_layers": 7,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 32,
+    "layer_types": None,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
+}
+
 # What `--quick` changes: the tiny model, a 4 s clip of 8 x 8 patches per frame, one repeat, few tokens, 7B FLOPs
 # for that clip only, one torch thread (a smoke run then stays fast on a busy machine; its timings mean nothing).
 QUICK = {
@@ -112,6 +169,7 @@ QUICK = {
     "repeats": 1,
     "warmup": 1,
     "max_new_tokens": 4,
+    "talker_codec_tokens": 8,
     "batch_sizes": [1, 4],
     "batch_seconds": [2, 3, 4, 5],
     "flops_models": ["7B"],
@@ -219,9 +277,9 @@ FRESH_PROCESS_METHOD = "peak process RSS - RSS before, first call in a fresh pro
 
 
 def fresh_process_memory_probe(args: argparse.Namespace) -> Callable[[str, float], int | None]:
-    """`probe(section, keep_ratio)`: peak memory of one prefill (`"prefill"`) or `generate()` (`"generate"`) of the
-    benchmark's model and clip at `keep_ratio`, measured by `PeakMemory` around the first call of a new Python process
-    (`--memory-probe`)."""
+    """`probe(section, keep_ratio)`: peak memory of one prefill (`"prefill"`), `generate()` (`"generate"`) or spoken
+    reply (`"talker"`, the full model) of the benchmark's model and clip at `keep_ratio`, measured by `PeakMemory`
+    around the first call of a new Python process (`--memory-probe`)."""
 
     def probe(section: str, keep_ratio: float) -> int | None:
         command = [
@@ -244,6 +302,8 @@ def fresh_process_memory_probe(args: argparse.Namespace) -> Callable[[str, float
             str(args.seed),
             "--max-new-tokens",
             str(args.max_new_tokens),
+            "--talker-codec-tokens",
+            str(args.talker_codec_tokens),
             "--no-progress",
         ]
         command += ["--quick"] if args.quick else []
@@ -261,6 +321,22 @@ def _forced_generation(max_new_tokens: int) -> dict:
     return {"max_new_tokens": max_new_tokens, "min_new_tokens": max_new_tokens, "do_sample": False}
 
 
+# The speaker of every spoken reply (one of `omnisift_hf.testing_utils.tiny_speakers`, as of Qwen2.5-Omni's).
+SPEAKER = "Chelsie"
+
+
+def _forced_spoken_reply(thinker_tokens: int, codec_tokens: int) -> dict:
+    """`generate()` options of the full model for every spoken reply: greedy thinker and talker, exactly
+    `thinker_tokens` text tokens and `codec_tokens` codec tokens (`min_new_tokens` suppresses the end tokens)."""
+    return {
+        "generation_mode": "audio",
+        "speaker": SPEAKER,
+        "return_dict_in_generate": True,
+        **{f"thinker_{key}": value for key, value in _forced_generation(thinker_tokens).items()},
+        **{f"talker_{key}": value for key, value in _forced_generation(codec_tokens).items()},
+    }
+
+
 def peak_memory(
     model,
     inputs: dict,
@@ -268,14 +344,18 @@ def peak_memory(
     keep_ratio: float,
     max_new_tokens: int,
     memory_probe: Callable[[str, float], int | None] | None = None,
+    codec_tokens: int = 0,
 ) -> tuple[int | None, str]:
-    """Peak memory (bytes) of one prefill (`section="prefill"`) or `generate()` (`"generate"`) at `keep_ratio`, and
-    how it was measured: by `memory_probe` (a fresh process, on CPU) when given, else by `PeakMemory` in process."""
+    """Peak memory (bytes) of one prefill (`section="prefill"`), `generate()` (`"generate"`) or spoken reply of the
+    full model (`"talker"`: `max_new_tokens` text and `codec_tokens` codec tokens) at `keep_ratio`, and how it was
+    measured: by `memory_probe` (a fresh process, on CPU) when given, else by `PeakMemory` in process."""
     if memory_probe is not None:
         return memory_probe(section, keep_ratio), FRESH_PROCESS_METHOD
     with torch.no_grad(), PeakMemory(model.device) as memory:
         if section == "prefill":
             model(**inputs, keep_ratio=keep_ratio)
+        elif section == "talker":
+            model.generate(**inputs, keep_ratio=keep_ratio, **_forced_spoken_reply(max_new_tokens, codec_tokens))
         else:
             model.generate(**inputs, keep_ratio=keep_ratio, **_forced_generation(max_new_tokens))
     return memory.peak_bytes, memory.method
@@ -283,7 +363,14 @@ def peak_memory(
 
 def _memory_probe_main(args: argparse.Namespace, model, inputs: dict) -> None:
     """The child side of `fresh_process_memory_probe`: one call, measured, printed as JSON."""
-    peak_bytes, _ = peak_memory(model, inputs, args.memory_probe, args.keep_ratios[0], args.max_new_tokens)
+    peak_bytes, _ = peak_memory(
+        model,
+        inputs,
+        args.memory_probe,
+        args.keep_ratios[0],
+        args.max_new_tokens,
+        codec_tokens=args.talker_codec_tokens,
+    )
     print(json.dumps({"peak_memory_bytes": peak_bytes}))
 
 
@@ -312,6 +399,61 @@ class TokenClock(BaseStreamer):
         pass
 
 
+class StageClock:
+    """When the forwards of named submodules start and end, from their public forward hooks (nothing is patched):
+    for each name, the start and end of its first forward and the end of its last forward since `start()`, in seconds
+    after `start()`. CUDA events on CUDA (no synchronisation until `seconds` is read), `perf_counter` elsewhere.
+
+    Example: `StageClock(device, thinker=model.thinker, talker=model.talker)`; `clock.start()`; run;
+    `clock.seconds("talker", "first_end") - clock.seconds("talker", "first_start")` is the talker's prefill. Call
+    `remove()` to take the hooks off."""
+
+    def __init__(self, device: torch.device, **modules: torch.nn.Module):
+        self.cuda = torch.device(device).type == "cuda"
+        self._marks: dict[tuple[str, str], object] = {}
+        self._handles = []
+        for name, module in modules.items():
+            self._handles.append(module.register_forward_pre_hook(self._hook(name, "start")))
+            self._handles.append(module.register_forward_hook(self._hook(name, "end")))
+        self.start()
+
+    def _now(self):
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def _hook(self, name: str, kind: str) -> Callable:
+        def hook(*args) -> None:
+            now = self._now()
+            self._marks.setdefault((name, f"first_{kind}"), now)
+            if kind == "end":
+                self._marks[name, "last_end"] = now
+
+        return hook
+
+    def start(self) -> None:
+        self._marks.clear()
+        self._origin = self._now()
+
+    def seconds(self, name: str, mark: str) -> float | None:
+        """Seconds from `start()` to `mark` (`"first_start"`, `"first_end"` or `"last_end"`) of `name`; `None` if
+        that module did not run."""
+        point = self._marks.get((name, mark))
+        if point is None:
+            return None
+        if self.cuda:
+            point.synchronize()
+            return self._origin.elapsed_time(point) / 1000
+        return point - self._origin
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------------------------------
@@ -329,6 +471,40 @@ def _median(values: list[float]) -> float | None:
 
 def _ratio(value, base) -> float | None:
     return value / base if value is not None and base else None
+
+
+# Qwen2.5-Omni's speech output: 24 kHz mono (token2wav).
+SPEECH_SAMPLING_RATE = 24000
+
+
+def spoken_reply_model(seed: int = 0, quick: bool = False) -> OmniSiftOmniForConditionalGeneration:
+    """The full model of the `talker` section, randomly initialised, in eval mode, with the tiny speakers: the
+    mid-size thinker (`MID_SIZE`) with the talker scaled alike (`MID_SIZE_TALKER`) and the tiny token2wav of
+    `omnisift_hf.testing_utils.tiny_omni_config` (2-layer DiT, 64-channel BigVGAN); `quick`: `tiny_omni_model`."""
+    if quick:
+        return tiny_omni_model(seed=seed)
+    base = tiny_omni_config(**MID_SIZE)
+    config = OmniSiftOmniConfig(
+        thinker_config=base.thinker_config,
+        talker_config={**base.talker_config.to_dict(), **MID_SIZE_TALKER},
+        token2wav_config=base.token2wav_config.to_dict(),
+        enable_audio_output=True,
+    )
+    torch.manual_seed(seed)
+    model = OmniSiftOmniForConditionalGeneration(config).eval()
+    # As `tiny_omni_model`: the tiny tokenizer's end and pad tokens, its speakers.
+    model.thinker.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
+    model.thinker.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    model.speaker_map = tiny_speakers(seed)
+    return model
+
+
+def _talker_description(config) -> str:
+    return (
+        f"hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_attention_heads} / "
+        f"{config.num_key_value_heads} heads of {config.head_dim}, intermediate {config.intermediate_size}, codec "
+        f"vocabulary {config.vocab_size}, input width {config.embedding_size}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -562,6 +738,188 @@ def batch_section(
     return {"keep_ratio": keep_ratio, "max_new_tokens": max_new_tokens, "rows": rows}
 
 
+def talker_flops_section(
+    seconds: list[int], keep_ratios: list[float], patches: tuple[int, int] = (24, 24), progress: bool = True
+) -> dict:
+    """Prefill FLOPs of the real 7B talker (`qwen2_5_omni_talker_config`) on the meta device, prompted with every
+    position of the clip's prompt (`L + 2` tokens, keep ratio 1.0: the stock model) or with the thinker's kept
+    positions (`K + 2`), K from the same tiny CPU run as the `flops` section (`measure_clip_layouts`)."""
+    config = qwen2_5_omni_talker_config()
+    counter = MetaTalkerPrefillFlops(config)
+    bar = _progress(len(seconds) * (len(keep_ratios) + 1), "talker FLOPs (meta device)", progress)
+    rows = []
+    for clip in seconds:
+        clip_rows = []
+        for layout in measure_clip_layouts(clip, keep_ratios, patches=tuple(patches)):
+            bar.update()
+            prefill_tokens = layout.kept_length + 2
+            flops = counter.count(prefill_tokens)
+            clip_rows.append(
+                {
+                    "seconds": clip,
+                    "keep_ratio": layout.keep_ratio,
+                    "retention": layout.retention,
+                    "input_length": layout.input_length,
+                    "kept_length": layout.kept_length,
+                    "prefill_tokens": prefill_tokens,
+                    "flops": flops,
+                    "total_flops": flops["total"],
+                }
+            )
+        bar.update()
+        _relative(clip_rows, ("prefill_tokens", "total_flops"))
+        rows += clip_rows
+    bar.close()
+    return {
+        "model": "Qwen2.5-Omni-7B talker",
+        "talker": _talker_description(config),
+        "method": (
+            "torch.utils.flop_counter.FlopCounterMode on the meta device (matrix products only, attention dense): "
+            "thinker-to-talker projection, decoder, codec head on every prefill position; prefill = K + 2 tokens (the "
+            "kept prompt positions, the speaker's bos, the first reply token), K from a CPU run of the tiny model on "
+            "the same layout"
+        ),
+        "clip": (
+            f"2 fps, {patches[0]} x {patches[1]} patches per temporal slice ({patches[0] * patches[1] // 4} video "
+            f"tokens/s), {AUDIO_TOKENS_PER_SECOND} audio tokens/s, 16 + 24 text tokens"
+        ),
+        "rows": rows,
+    }
+
+
+# What `talker_section` times in each spoken reply (medians over the repeats).
+SPOKEN_REPLY_TIMES = (
+    "time_to_first_codec_token_s",
+    "talker_prefill_s",
+    "thinker_s",
+    "talker_s",
+    "token2wav_s",
+    "total_s",
+    "process_cpu_s",
+)
+
+
+def _stage_times(stages: StageClock, clock: TokenClock, watch: Stopwatch, cpu_seconds: float) -> dict[str, float]:
+    """`SPOKEN_REPLY_TIMES` of one spoken reply from its probes (see `talker_section`)."""
+    thinker_end, talker_end = stages.seconds("thinker", "last_end"), stages.seconds("talker", "last_end")
+    return {
+        "time_to_first_codec_token_s": clock.times[0],
+        "talker_prefill_s": stages.seconds("talker", "first_end") - stages.seconds("talker", "first_start"),
+        "thinker_s": thinker_end,
+        "talker_s": talker_end - thinker_end,
+        "token2wav_s": stages.seconds("token2wav", "last_end") - stages.seconds("token2wav", "first_start"),
+        "total_s": watch.seconds,
+        "process_cpu_s": cpu_seconds,
+    }
+
+
+def talker_section(
+    model,
+    inputs: dict,
+    keep_ratios: list[float],
+    repeats: int,
+    warmup: int,
+    thinker_tokens: int,
+    codec_tokens: int,
+    progress: bool,
+    memory_probe: Callable[[str, float], int | None] | None = None,
+) -> dict:
+    """Spoken replies of the full model (`OmniSiftOmniForConditionalGeneration`) at each keep ratio: the talker's
+    prefill tokens, time to the first codec token, the talker's prefill time, the thinker / talker / token2wav split,
+    the whole reply's time and peak memory. Every reply is greedy with exactly `thinker_tokens` text tokens and
+    `codec_tokens` codec tokens. The keep ratios alternate within each of the `warmup + repeats` rounds (times are
+    medians over the `repeats` timed rounds), so a load change on a shared machine hits every ratio alike.
+
+    Probes (public hooks only): time to the first codec token comes from a `TokenClock` passed as `talker_streamer`
+    (the talker's `generate` hands it each codec token as soon as it is chosen), measured from the start of the call,
+    so it includes the thinker's whole reply, which the talker reads first. The stages come from forward hooks
+    (`StageClock`): thinker = start to the end of the thinker's last forward; talker = from there to the end of the
+    talker's last forward (building its prompt, its prefill, its decoding); talker prefill = the talker's first
+    forward; token2wav = its forwards (codes to waveform). `process_cpu_s` is the CPU time of this process over the
+    call (`time.process_time`, all threads; host time only on CUDA): on a shared CPU it counts the work done, which
+    other processes' load inflates less than the wall time."""
+    device = model.device
+    options = _forced_spoken_reply(thinker_tokens, codec_tokens)
+    clock = TokenClock()
+    stages = StageClock(device, thinker=model.thinker, talker=model.talker, token2wav=model.token2wav)
+    runs: dict[float, list[dict]] = {keep_ratio: [] for keep_ratio in keep_ratios}
+    last: dict[float, object] = {}
+    bar = _progress(len(keep_ratios) * (warmup + repeats + 1), "spoken replies", progress)
+    try:
+        for step in range(warmup + repeats):
+            for keep_ratio in keep_ratios:
+                clock.start()
+                stages.start()
+                cpu_start = time.process_time()
+                with torch.no_grad(), Stopwatch(device) as watch:
+                    out = model.generate(**inputs, keep_ratio=keep_ratio, talker_streamer=clock, **options)
+                cpu_seconds = time.process_time() - cpu_start
+                new_tokens = out.sequences.shape[1] - inputs["input_ids"].shape[1]
+                codes = out.audio_codes[0].numel()
+                if new_tokens != thinker_tokens or codes != codec_tokens or len(clock.times) != codec_tokens:
+                    raise RuntimeError(
+                        f"keep_ratio={keep_ratio}: the reply has {new_tokens} text and {codes} codec tokens "
+                        f"({len(clock.times)} streamed), expected exactly {thinker_tokens} and {codec_tokens}."
+                    )
+                if step >= warmup:
+                    runs[keep_ratio].append(_stage_times(stages, clock, watch, cpu_seconds))
+                last[keep_ratio] = out
+                bar.update()
+    finally:
+        stages.remove()
+    rows = []
+    for keep_ratio in keep_ratios:
+        out = last[keep_ratio]
+        peak_bytes, method = peak_memory(
+            model, inputs, "talker", keep_ratio, thinker_tokens, memory_probe, codec_tokens=codec_tokens
+        )
+        bar.update()
+        media = sum(
+            int(out[key].sum()) for key in ("num_video_tokens", "num_audio_tokens") if out.get(key) is not None
+        )
+        kept = sum(
+            int(out[key].sum())
+            for key in ("num_kept_video_tokens", "num_kept_audio_tokens")
+            if out.get(key) is not None
+        )
+        timings = runs[keep_ratio]
+        rows.append(
+            {
+                "keep_ratio": keep_ratio,
+                "retention": kept / media if media else 1.0,
+                "input_length": inputs["input_ids"].shape[1],
+                "kept_length": out.talker_prompt_length - 2,
+                "talker_prompt_length": out.talker_prompt_length,
+                "thinker_new_tokens": thinker_tokens,
+                "codec_tokens": codec_tokens,
+                "audio_seconds": out.audio[0].numel() / SPEECH_SAMPLING_RATE,
+                **{key: _median([run[key] for run in timings]) for key in SPOKEN_REPLY_TIMES},
+                "total_runs_s": [run["total_s"] for run in timings],
+                "peak_memory_bytes": peak_bytes,
+            }
+        )
+    bar.close()
+    _relative(
+        rows,
+        (
+            "talker_prompt_length",
+            "time_to_first_codec_token_s",
+            "talker_prefill_s",
+            "thinker_s",
+            "total_s",
+            "process_cpu_s",
+            "peak_memory_bytes",
+        ),
+    )
+    return {
+        "talker": _talker_description(model.config.talker_config),
+        "thinker_new_tokens": thinker_tokens,
+        "codec_tokens": codec_tokens,
+        "memory_method": method,
+        "rows": rows,
+    }
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------------------------------
@@ -571,7 +929,17 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        help=f"sections to run (default: {' '.join(DEFAULT_SECTIONS)}; with --talker and no --sections: talker only)",
+    )
+    parser.add_argument(
+        "--talker",
+        action="store_true",
+        help="benchmark spoken replies (the `talker` section: full model, talker FLOPs at 7B, time and memory)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: tiny model, 4 s clip, 1 repeat, 7B FLOPs only"
     )
@@ -600,7 +968,21 @@ def build_parser() -> argparse.ArgumentParser:
             "bf16)"
         ),
     )
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="tokens generated per sample (forced)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="tokens generated per sample (forced); text of a spoken reply"
+    )
+    parser.add_argument(
+        "--talker-keep-ratios", type=float, nargs="+", default=[1.0, 0.25], help="keep ratios of the talker section"
+    )
+    parser.add_argument(
+        "--talker-codec-tokens",
+        type=int,
+        default=480,
+        help=(
+            "codec tokens of each spoken reply (forced; 50 per second of speech: the default, 480 = 9.6 s, is about "
+            "what the default 32 text tokens take to say)"
+        ),
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument(
         "--batch-seconds", type=int, nargs="+", default=[4, 5, 6, 7, 8, 9, 10, 11], help="clip length of each sample"
@@ -611,12 +993,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
     parser.add_argument("--json", help="write the report here as JSON")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.add_argument("--memory-probe", choices=["prefill", "generate"], help=argparse.SUPPRESS)  # internal
+    probes = ["prefill", "generate", "talker"]
+    parser.add_argument("--memory-probe", choices=probes, help=argparse.SUPPRESS)  # internal
     return parser
 
 
 def run(args: argparse.Namespace) -> dict:
     """Run the requested sections; returns the report (what `--json` writes)."""
+    if args.sections is None:
+        args.sections = ["talker"] if args.talker else list(DEFAULT_SECTIONS)
+    elif args.talker and "talker" not in args.sections:
+        args.sections = [*args.sections, "talker"]
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
@@ -651,10 +1038,22 @@ def _run(args: argparse.Namespace) -> dict:
             "seed": args.seed,
         }
     }
+    if args.memory_probe:
+        # A probe child builds its model and measures one call, nothing else: whatever ran before in the process
+        # would leave memory resident for the measured call to reuse.
+        if args.memory_probe == "talker":
+            model = spoken_reply_model(args.seed, quick).to(device, dtype)
+        else:
+            model = (tiny_model(seed=args.seed) if quick else tiny_model(seed=args.seed, **MID_SIZE)).to(device, dtype)
+        samples = [clip_segments(args.seconds, tuple(args.patches))]
+        _memory_probe_main(args, model, _inputs(samples, getattr(model, "thinker", model), seed=args.seed))
+        return report
     if "flops" in args.sections:
         report["flops"] = flops_section(
             args.flops_models, args.flops_seconds, args.keep_ratios, args.patches, progress
         )
+    if "talker" in args.sections:
+        report.update(talker_sections(args, device, dtype, progress))
     timed = [section for section in ("prefill", "generate", "batch") if section in args.sections]
     if not timed:
         return report
@@ -663,9 +1062,6 @@ def _run(args: argparse.Namespace) -> dict:
     model = model.to(device, dtype)
     patches = tuple(args.patches)
     inputs = _inputs([clip_segments(args.seconds, patches)], model, seed=args.seed)
-    if args.memory_probe:
-        _memory_probe_main(args, model, inputs)
-        return report
     # CPU memory from fresh processes (a smoke run measures in process: quick, and not a measurement anyway).
     memory_probe = fresh_process_memory_probe(args) if device.type == "cpu" and not quick else None
     clip = {"seconds": args.seconds, "patches": list(patches), "input_length": inputs["input_ids"].shape[1]}
@@ -704,6 +1100,35 @@ def _run(args: argparse.Namespace) -> dict:
                 progress,
             ),
         }
+    return report
+
+
+def talker_sections(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, progress: bool) -> dict:
+    """The `talker` section's two parts: `talker_flops` (7B talker, meta device) and `talker` (timed spoken replies
+    of `spoken_reply_model`, one `--seconds` clip)."""
+    flops = talker_flops_section(args.flops_seconds, args.talker_keep_ratios, args.patches, progress)
+    report = {"talker_flops": flops}
+    model = spoken_reply_model(args.seed, args.quick).to(device, dtype)
+    patches = tuple(args.patches)
+    inputs = _inputs([clip_segments(args.seconds, patches)], model.thinker, seed=args.seed)
+    # CPU memory from fresh processes, as for the other sections (a smoke run measures in process).
+    memory_probe = fresh_process_memory_probe(args) if device.type == "cpu" and not args.quick else None
+    report["talker"] = {
+        "seconds": args.seconds,
+        "patches": list(patches),
+        "input_length": inputs["input_ids"].shape[1],
+        **talker_section(
+            model,
+            inputs,
+            args.talker_keep_ratios,
+            args.repeats,
+            args.warmup,
+            args.max_new_tokens,
+            args.talker_codec_tokens,
+            progress,
+            memory_probe,
+        ),
+    }
     return report
 
 
@@ -843,7 +1268,91 @@ def format_markdown(report: dict) -> str:
             for check in targets(report)
         ]
         parts.append(_table(["measure", "value", "target", ""], rows))
+    parts += _talker_markdown(report)
     return "\n\n".join(parts) + "\n"
+
+
+def _talker_markdown(report: dict) -> list[str]:
+    env, parts = report["environment"], []
+    if "talker_flops" in report:
+        section = report["talker_flops"]
+        parts.append(
+            f"### Talker prefill FLOPs at the real size ({section['model']}, meta device)\n\n"
+            f"Talker: {section['talker']}. {section['clip']}; {section['method']}."
+        )
+        rows = [
+            [
+                str(row["seconds"]),
+                str(row["keep_ratio"]),
+                f"{row['retention']:.3f}",
+                f"{row['input_length']} -> {row['kept_length']}",
+                str(row["prefill_tokens"]),
+                _fmt(row["prefill_tokens_vs_full"]),
+                _fmt(row["flops"]["projection"], ".1f", 1e9),
+                _fmt(row["flops"]["decoder"], ".2f", 1e12),
+                _fmt(row["flops"]["codec_head"], ".1f", 1e9),
+                _fmt(row["flops"]["total"], ".2f", 1e12),
+                _fmt(row["total_flops_vs_full"]),
+                _fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
+            ]
+            for row in section["rows"]
+        ]
+        header = ["clip (s)", "keep", "retention", "thinker prompt (L -> K)", "talker prefill tokens", "x full"]
+        header += ["projection GFLOPs", "decoder TFLOPs", "codec head GFLOPs", "total TFLOPs", "x full", "saved"]
+        parts.append(_table(header, rows))
+    if "talker" in report:
+        section = report["talker"]
+        first = section["rows"][0]
+        parts.append(
+            f"### Spoken replies ({env['model']} config, {section['seconds']} s clip, {section['input_length']} "
+            f"prompt tokens; {section['thinker_new_tokens']} text tokens, {section['codec_tokens']} codec tokens = "
+            f"{first['audio_seconds']:.2f} s of speech per reply)\n\n"
+            f"Talker: {section['talker']}. Time to first codec token: from the start of `generate()` (the thinker's "
+            "whole reply comes first). Stages: thinker = up to its last forward; talker = its prompt, prefill and "
+            f"decoding; token2wav = codes to waveform. Peak memory: {section['memory_method']}."
+        )
+        rows = [
+            [
+                str(row["keep_ratio"]),
+                f"{row['retention']:.3f}",
+                str(row["talker_prompt_length"]),
+                _fmt(row["talker_prompt_length_vs_full"]),
+                _fmt(row["time_to_first_codec_token_s"]),
+                _fmt(row["time_to_first_codec_token_vs_full"]),
+                _fmt(row["talker_prefill_s"]),
+                _fmt(row["talker_prefill_vs_full"]),
+                _fmt(row["thinker_s"]),
+                _fmt(row["talker_s"]),
+                _fmt(row["token2wav_s"]),
+                _fmt(row["total_s"]),
+                _fmt(row["total_vs_full"]),
+                _fmt(row["process_cpu_s"]),
+                _fmt(row["process_cpu_vs_full"]),
+                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                _fmt(row["peak_memory_vs_full"]),
+            ]
+            for row in section["rows"]
+        ]
+        header = ["keep", "retention", "talker prefill tokens", "x full", "time to first codec token (s)", "x full"]
+        header += ["talker prefill (s)", "x full", "thinker (s)", "talker (s)", "token2wav (s)", "total (s)", "x full"]
+        header += ["process CPU time (s)", "x full"]
+        header += ["peak memory (MiB)", "x full"]
+        parts.append(_table(header, rows))
+    checks = talker_targets(report)
+    if any(check["value"] is not None for check in checks):
+        note = " (quick smoke run: tiny model, not a measurement)" if env["quick"] else ""
+        parts.append(f"### Issue #16 targets (spoken replies, keep 0.25 against 1.0, same run){note}")
+        rows = [
+            [
+                check["name"],
+                _fmt(check["value"]),
+                check["target"] or "-",
+                {True: "met", False: "NOT met", None: "-"}[check["met"]],
+            ]
+            for check in checks
+        ]
+        parts.append(_table(["measure", "value", "target", ""], rows))
+    return parts
 
 
 def targets(report: dict, keep_ratio: float = 0.25) -> list[dict]:
@@ -874,6 +1383,48 @@ def targets(report: dict, keep_ratio: float = 0.25) -> list[dict]:
             {"name": name, "value": value, "target": f"{comparison} {limit}" if limit else None, "met": met}
         )
     return results
+
+
+def talker_targets(report: dict, keep_ratio: float = 0.25, seconds: int = 20) -> list[dict]:
+    """Issue #16's targets at `keep_ratio` against 1.0: the talker's prefill at most 0.30x the tokens of the stock
+    model's on a `seconds` clip (the 7B FLOP table's row; the timed run's if its clip is that long) and the whole
+    spoken reply at most 0.5x of the stock model's time (timed config); time to the first codec token, the talker's
+    prefill FLOPs at 7B and peak memory are reported next to them."""
+    flops = next(
+        (
+            row
+            for row in report.get("talker_flops", {}).get("rows", [])
+            if row["keep_ratio"] == keep_ratio and row["seconds"] == seconds
+        ),
+        None,
+    )
+    timed_section = report.get("talker", {})
+    timed = next((row for row in timed_section.get("rows", []) if row["keep_ratio"] == keep_ratio), None)
+    timed_clip = timed_section.get("seconds")
+    run = f"timed run, {timed_clip} s" if timed_clip else "timed run"
+    checks = [
+        (f"talker prefill tokens x full, 7B layout, {seconds} s", flops and flops["prefill_tokens_vs_full"], 0.30),
+        (
+            f"talker prefill tokens x full, {run}",
+            timed and timed["talker_prompt_length_vs_full"],
+            0.30 if timed_clip == seconds else None,
+        ),
+        (f"spoken reply time x full, {run}", timed and timed["total_vs_full"], 0.5),
+        ("time to first codec token x full", timed and timed["time_to_first_codec_token_vs_full"], None),
+        ("talker prefill time x full", timed and timed["talker_prefill_vs_full"], None),
+        ("spoken reply process CPU time x full", timed and timed["process_cpu_vs_full"], None),
+        (f"talker prefill FLOPs x full, 7B, {seconds} s", flops and flops["total_flops_vs_full"], None),
+        ("spoken reply peak memory x full", timed and timed["peak_memory_vs_full"], None),
+    ]
+    return [
+        {
+            "name": name,
+            "value": value,
+            "target": f"<= {limit}" if limit else None,
+            "met": value <= limit if value is not None and limit is not None else None,
+        }
+        for name, value, limit in checks
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,8 @@ embeddings and every other elementwise op count 0, in every stage alike. Attenti
 not halve it). Two ways to count:
 
 - `count_prefill_flops(model, inputs)`: a real forward of a model you have (any size, any device), split by module.
+- `MetaTalkerPrefillFlops(config).count(length)`: the prefill of the full model's talker (`qwen2_5_omni_talker_config`:
+  the real 7B talker) on a prompt of `length` tokens, on the meta device; see that class.
 - `MetaPrefillFlops(config).count(layout)`: the real Qwen2.5-Omni-7B / 3B sizes (`qwen2_5_omni_config`) without
   weights, on the meta device. The meta device has shapes but no values, and OmniSIFT's token selection reads values
   (top-k, gathers, `.item()`), so the count is taken per stage from the shapes a prefill has:
@@ -26,28 +28,37 @@ from dataclasses import asdict, dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniTalkerConfig
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
     chunk_and_pad_features,
     get_audio_cu_seqlens,
     get_pool_indices,
     get_valid_indices,
 )
+from transformers.utils import logging as transformers_logging
 from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
 
 from ..media import AUDIO_TOKENS_PER_SECOND
 from ..models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
-from ..models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
+from ..models.qwen2_5_omni.modeling_omnisift import (
+    OmniSiftForConditionalGeneration,
+    OmniSiftTalkerForConditionalGeneration,
+)
 from ..testing_utils import tiny_inputs, tiny_model
 
 __all__ = [
     "FLOP_GROUPS",
+    "QWEN2_5_OMNI_TALKER",
     "QWEN2_5_OMNI_THINKERS",
+    "TALKER_FLOP_GROUPS",
     "ClipLayout",
     "MetaPrefillFlops",
+    "MetaTalkerPrefillFlops",
     "count_prefill_flops",
     "flop_counter",
     "measure_clip_layouts",
     "qwen2_5_omni_config",
+    "qwen2_5_omni_talker_config",
 ]
 
 # Module path suffixes (below the model's class name) of each group.
@@ -443,3 +454,91 @@ class MetaPrefillFlops:
         flops["compression"] = flops["selector"]
         flops["total"] = sum(flops[name] for name in FLOP_GROUPS)
         return flops
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The full model's talker
+# ---------------------------------------------------------------------------------------------------------------------
+# The Qwen2.5-Omni-7B talker's sizes as issue #16 gives them (no download here): 896 wide, 24 layers, 14 query / 2
+# key-value heads (head_dim 64), MLP 18944, a codec vocabulary of 8448, fed the thinker's 3584-wide hidden states.
+# transformers' `Qwen2_5OmniTalkerConfig` defaults are not these (they repeat the thinker's sizes). The head layout was
+# not re-checked against the checkpoint's config.json; the MLP and the width, which hold almost all of the FLOPs, are
+# the issue's. M-RoPE splits head_dim / 2 = 32 rotary pairs 8 / 12 / 12 (the thinker's 16 / 24 / 24, halved).
+QWEN2_5_OMNI_TALKER = {
+    "vocab_size": 8448,
+    "embedding_size": 3584,
+    "hidden_size": 896,
+    "intermediate_size": 18944,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 14,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [8, 12, 12]},
+}
+
+# Module path suffixes (below the talker's class name) of each group of `MetaTalkerPrefillFlops.count`.
+TALKER_FLOP_GROUPS = {"projection": ".thinker_to_talker_proj", "decoder": ".model", "codec_head": ".codec_head"}
+
+
+def qwen2_5_omni_talker_config(**overrides) -> Qwen2_5OmniTalkerConfig:
+    """The config of the real Qwen2.5-Omni-7B talker (`QWEN2_5_OMNI_TALKER`); keyword arguments override fields."""
+    fields = {**QWEN2_5_OMNI_TALKER, **overrides}
+    # Its text / media token ids are the thinker's (151k vocabulary), which transformers flags as outside the codec
+    # vocabulary on every construction: quiet for this counting config.
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        return Qwen2_5OmniTalkerConfig(**fields)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
+class MetaTalkerPrefillFlops:
+    """Prefill FLOPs of a Qwen2.5-Omni talker of any size on the meta device (no weights, no allocation).
+
+    The talker's prefill runs on its prompt of `length` tokens (`L + 2` for the stock model, `K + 2` when it is
+    prompted with the thinker's kept positions only, see `OmniSiftOmniForConditionalGeneration`): the projection of
+    the thinker's hidden states to the talker's width (`projection`), the decoder (`decoder`) and the codec head, which
+    the talker applies to every position of its prefill (`codec_head`). Counted with FlopCounterMode like
+    `MetaPrefillFlops`: matrix products only, attention dense; the decoder's identical layers are counted once and
+    multiplied (`exact=True` builds and runs them all). The prompt's M-RoPE positions do not change any count.
+
+    Example:
+
+    ```python
+    >>> from omnisift_hf.tools.profiling import MetaTalkerPrefillFlops, qwen2_5_omni_talker_config
+    >>> counter = MetaTalkerPrefillFlops(qwen2_5_omni_talker_config())
+    >>> counter.count(1000)["total"] > counter.count(250)["total"]
+    True
+    ```
+    """
+
+    def __init__(self, config: Qwen2_5OmniTalkerConfig, exact: bool = False):
+        self.config = config
+        counted = copy.deepcopy(config)
+        counted._attn_implementation = "sdpa"
+        self._layers = dict.fromkeys(range(counted.num_hidden_layers), 1)
+        if not exact and len(set(counted.layer_types)) == 1:
+            self._layers = {0: counted.num_hidden_layers}
+            counted.num_hidden_layers, counted.layer_types = 1, counted.layer_types[:1]
+        with torch.device("meta"):
+            self.model = OmniSiftTalkerForConditionalGeneration(counted).eval()
+        self._counts: dict[int, dict[str, int]] = {}
+
+    def count(self, length: int) -> dict[str, int]:
+        """FLOPs of one talker prefill of `length` tokens by group of `TALKER_FLOP_GROUPS`, plus `total`."""
+        if length not in self._counts:
+            embeds = torch.empty(1, length, self.config.embedding_size, device="meta")
+            # Three M-RoPE rows and no attention mask: one unpadded sequence (a mask would be read for values).
+            positions = torch.zeros(3, 1, length, dtype=torch.long, device="meta")
+            root = type(self.model).__name__
+            with torch.no_grad(), flop_counter() as counter:
+                self.model(inputs_embeds=embeds, position_ids=positions, use_cache=False)
+            counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+            layer = f"{root}.model.layers"
+            extra = sum((times - 1) * counts.get(f"{layer}.{index}", 0) for index, times in self._layers.items())
+            flops = {name: counts.get(root + suffix, 0) for name, suffix in TALKER_FLOP_GROUPS.items()}
+            flops["decoder"] += extra
+            flops["total"] = counts.get("Global", 0) + extra
+            self._counts[length] = flops
+        return dict(self._counts[length])
