@@ -26,3 +26,10 @@ def model(config):
 def av_inputs():
     """One 4-slice video (4 x 8 x 8 patches -> 16 tokens per slice) with ~4 s of audio interleaved."""
     return build_inputs([[("text", 4), ("video", 4, 8, 8, 400), ("text", 5)]])
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "cuda: needs a CUDA device (skipped without one); `python -m omnisift_hf.tools.gpu_check` runs `-m cuda`",
+    )
