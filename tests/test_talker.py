@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 import torch
@@ -430,3 +431,30 @@ def test_registered_with_transformers():
     assert transformers.AutoModelForTextToWaveform._model_mapping[OmniSiftOmniConfig] is (
         OmniSiftOmniForConditionalGeneration
     )
+
+
+def test_threads_sharing_the_model_speak_as_alone(omni):
+    """The talker's decode positions come from each call's own prompt positions, not from state on the module: two
+    threads speaking at once on one model get the text and codes each gets alone (keep 0.25, different lengths)."""
+    prompts = [build_inputs([VIDEO]), build_inputs([SHORT_VIDEO])]
+
+    def reply(index):
+        out = omni.generate(**prompts[index], **SPEECH, keep_ratio=0.25, return_dict_in_generate=True)
+        return out.sequences, out.audio_codes[0], out.num_kept_audio_tokens
+
+    alone = [reply(index) for index in range(2)]
+    results, barrier = {}, threading.Barrier(2)
+
+    def run(index):
+        barrier.wait()
+        results[index] = reply(index)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert alone[0][0].shape[1] != alone[1][0].shape[1]
+    for index in range(2):
+        for got, expected in zip(results[index], alone[index], strict=True):
+            assert torch.equal(got, expected)

@@ -654,23 +654,35 @@ class OmniSiftTalkerForConditionalGeneration(Qwen2_5OmniTalkerForConditionalGene
         Arguments of [`Qwen2_5OmniTalkerForConditionalGeneration.forward`], plus:
 
         prompt_position_ids (`torch.LongTensor` of shape `(3, B, S)`, *optional*):
-            Temporal, height and width M-RoPE positions of the prompt (`inputs_embeds`, `S` long). Used by the
-            prefill in place of the positions the stock talker computes from `input_text_ids` and the media grids;
-            decode steps continue from their maximum over the attended positions + 1. Ignored after the prefill.
+            Temporal, height and width M-RoPE positions of the prompt (`inputs_embeds` at the prefill, `S` long),
+            used in place of the positions the stock talker computes from `input_text_ids` and the media grids.
+            `generate` hands it to every step: decode steps continue from its maximum over the attended prompt
+            positions + 1.
         """
-        # Overwritten -- at the prefill, take the prompt's positions as given and add the codec pad/bos embeddings
-        # to its last two rows, which the parent does only when it computes the positions itself.
-        prefill = cache is None or cache.get_seq_length() == 0
-        if prompt_position_ids is not None and position_ids is None and prefill and inputs_embeds is not None:
+        # Overwritten -- take the prompt's positions as given (and add the codec pad/bos embeddings to its last two
+        # rows at the prefill, which the parent does only when it computes the positions itself). Decode positions
+        # are derived from them at each step, not from `self.rope_deltas`, so threads sharing the model cannot mix
+        # them up.
+        if prompt_position_ids is not None and position_ids is None:
+            length = prompt_position_ids.shape[-1]
             if attention_mask is None:
-                attention_mask = torch.ones(inputs_embeds.shape[:2], dtype=torch.long, device=inputs_embeds.device)
-            codec_ids = torch.tensor([self.codec_pad_token, self.codec_bos_token], device=inputs_embeds.device)
-            codec_embeds = self.get_input_embeddings()(codec_ids).to(inputs_embeds.dtype)  # (2, D)
-            inputs_embeds = torch.cat([inputs_embeds[:, :-2], inputs_embeds[:, -2:] + codec_embeds], dim=1)
-            position_ids = prompt_position_ids
-            attended = attention_mask.bool().unsqueeze(0)  # (1, B, S)
-            highest = position_ids.masked_fill(~attended, 0).amax(dim=(0, 2)).unsqueeze(1)  # (B, 1)
-            self.rope_deltas = highest + 1 - inputs_embeds.shape[1]
+                attended = torch.ones(
+                    prompt_position_ids.shape[1:], dtype=torch.bool, device=prompt_position_ids.device
+                )
+            else:
+                attended = attention_mask[:, :length].bool()
+            highest = prompt_position_ids.masked_fill(~attended.unsqueeze(0), 0).amax(dim=(0, 2))  # (B,)
+            past = 0 if cache is None else cache.get_seq_length()
+            if past == 0 and inputs_embeds is not None:
+                codec_ids = torch.tensor([self.codec_pad_token, self.codec_bos_token], device=inputs_embeds.device)
+                codec_embeds = self.get_input_embeddings()(codec_ids).to(inputs_embeds.dtype)  # (2, D)
+                inputs_embeds = torch.cat([inputs_embeds[:, :-2], inputs_embeds[:, -2:] + codec_embeds], dim=1)
+                position_ids = prompt_position_ids
+            else:
+                steps = (inputs_embeds if inputs_embeds is not None else input_ids).shape[1]
+                offsets = torch.arange(steps, device=highest.device)
+                position_ids = (highest + 1 - length + past).unsqueeze(1) + offsets  # (B, steps)
+                position_ids = position_ids.unsqueeze(0).expand(3, -1, -1)  # (3, B, steps)
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
