@@ -13,6 +13,7 @@ def test_one_bundle_folder_per_backbone():
     assert set(backbone_bundles()) == {"qwen2_5_omni"}
     assert sorted(path.name for path in (ROOT / "modeling").iterdir()) == ["qwen2_5_omni"]
     assert REMOTE_CODE_FILES == (
+        "attention_policy.py",
         "compression.py",
         "configuration_omnisift.py",
         "modeling_omnisift.py",

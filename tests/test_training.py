@@ -118,9 +118,10 @@ def _group(name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Freezing policies
 # ---------------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("estimator", ["ste", "attention_policy"])
 @pytest.mark.parametrize("policy", ["selector", "paper", "full"])
-def test_one_trainer_step_changes_exactly_the_trained_groups(policy, dataset, processor, tmp_path):
-    model = tiny_model()
+def test_one_trainer_step_changes_exactly_the_trained_groups(policy, estimator, dataset, processor, tmp_path):
+    model = tiny_model(selector_estimator=estimator)
     counts = freeze(model, policy)
     trained = GROUPS_OF_POLICY[policy]
     assert counts.policy == policy

@@ -17,7 +17,10 @@ from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
 from .compression import check_keep_ratio
 from .remote_code import class_reference, write_remote_code
 
-__all__ = ["OmniSiftConfig", "OmniSiftOmniConfig"]
+__all__ = ["SELECTOR_ESTIMATORS", "OmniSiftConfig", "OmniSiftOmniConfig"]
+
+# The selector's training estimators (`OmniSiftConfig.selector_estimator`).
+SELECTOR_ESTIMATORS = ("ste", "attention_policy")
 
 # `model_type`s whose config.json this class reads directly: the full Qwen2.5-Omni model (its `thinker_config`) and
 # the thinker alone, as `save_pretrained` of `Qwen2_5OmniThinkerForConditionalGeneration` writes it.
@@ -47,6 +50,12 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
         Attention heads of the selector's cross-attention (not recoverable from weight shapes: the reference uses 8).
     selector_mlp_size (`int`, *optional*, defaults to 256):
         Hidden width of the selector's scoring MLP.
+    selector_estimator (`str`, *optional*, defaults to `"ste"`):
+        How training reaches the selector (inference is the same for both). `"ste"`: the published straight-through
+        gate `m = (hard - s).detach() + s` multiplied into the kept audio embeddings; it reaches kept tokens only.
+        `"attention_policy"`: the scored audio tokens all stay in the training sequence and the keep decision
+        `m = hard + z - stopgrad(z)` (on the selector's logit `z`) weighs each of them inside every decoder layer's
+        attention softmax, so dropped tokens get a gradient too (see `omnisift_hf.attention_policy`).
 
     Example:
 
@@ -67,6 +76,7 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
     selector_hidden_size: int = 512
     selector_num_heads: int = 8
     selector_mlp_size: int = 256
+    selector_estimator: str = "ste"
     # Read by `get_rope_index` but not declared by the parent config: declared here so that a config built in code
     # (not loaded from a Qwen checkpoint, which carries them) still works.
     vision_start_token_id: int = 151652
@@ -77,6 +87,14 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
         check_keep_ratio("keep_ratio", self.keep_ratio, allow_none=False)
         check_keep_ratio("video_keep_ratio", self.video_keep_ratio)
         check_keep_ratio("audio_keep_ratio", self.audio_keep_ratio)
+
+    def validate_selector_estimator(self):
+        """Part of `@strict` validation: a known training estimator."""
+        if self.selector_estimator not in SELECTOR_ESTIMATORS:
+            raise ValueError(
+                f'selector_estimator={self.selector_estimator!r}; use one of {SELECTOR_ESTIMATORS} ("ste": the '
+                'published straight-through gate; "attention_policy": keep decisions inside the attention softmax).'
+            )
 
     def validate_selector_sizes(self):
         """Part of `@strict` validation: the selector's sizes are positive and its heads divide its width."""

@@ -57,11 +57,17 @@ class OmniSiftAudioSelector(nn.Module):
         Returns:
             `torch.Tensor` of shape `(W, A)`: keep scores in (0, 1). Rows at audio padding are meaningless.
         """
+        return torch.sigmoid(self.logits(audio, video, video_padding_mask))
+
+    def logits(
+        self, audio: torch.Tensor, video: torch.Tensor, video_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The scores before the sigmoid, `(W, A)` (arguments as `forward`)."""
         a = self.a_norm(self.a_proj(audio))  # (W, A, d)
         v = self.v_norm(self.v_proj(video))  # (W, V, d)
         attended, _ = self.cross_attn(a, v, v, key_padding_mask=video_padding_mask, need_weights=False)
         x = self.post_attn_norm(attended + a)
-        return torch.sigmoid(self.score_head(x)).squeeze(-1)
+        return self.score_head(x).squeeze(-1)
 
 
 @dataclass
@@ -79,6 +85,8 @@ class TokenSelection:
         audio_gate (`torch.Tensor` of shape `(n,)`, *optional*): their straight-through gates, `hard - s` detached plus
             `s` (1 at kept, 0 at dropped tokens, with the selector's gradient), multiplied into their embeddings.
             `None`: no gate (nothing scored, or a selection that does not come from the selector).
+        audio_logits (`torch.Tensor` of shape `(n,)`, *optional*): the selector's logits of the scored tokens (what
+            the attention-policy estimator trains through); `None` as `audio_gate`.
     """
 
     layout: MediaLayout
@@ -86,6 +94,7 @@ class TokenSelection:
     audio_keep: torch.Tensor
     gated_audio: torch.Tensor | None = None
     audio_gate: torch.Tensor | None = None
+    audio_logits: torch.Tensor | None = None
 
     def count_tokens(self, batch_size: int) -> dict[str, torch.LongTensor]:
         """Per-sample counts `(B,)`: `num_video_tokens`, `num_kept_video_tokens`, `num_audio_tokens`,
@@ -151,9 +160,16 @@ def select_tokens(
         layout.frame_is_second,
         video_keep_ratio[frame_sample],
     )
-    audio_keep, gated_audio, audio_gate = _select_audio(selector, flat_embeds, layout, video_keep, audio_keep_ratio)
+    audio_keep, gated_audio, audio_gate, audio_logits = _select_audio(
+        selector, flat_embeds, layout, video_keep, audio_keep_ratio
+    )
     return TokenSelection(
-        layout=layout, video_keep=video_keep, audio_keep=audio_keep, gated_audio=gated_audio, audio_gate=audio_gate
+        layout=layout,
+        video_keep=video_keep,
+        audio_keep=audio_keep,
+        gated_audio=gated_audio,
+        audio_gate=audio_gate,
+        audio_logits=audio_logits,
     )
 
 
@@ -163,9 +179,9 @@ def _select_audio(
     layout: MediaLayout,
     video_keep: torch.Tensor,
     audio_keep_ratio: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """VGAS over every active window at once: the audio keep decisions `(Na,)`, the scored audio tokens `(n,)` and
-    their straight-through gates `(n,)` (both `None` when no window is active).
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """VGAS over every active window at once: the audio keep decisions `(Na,)`, the scored audio tokens `(n,)`, their
+    straight-through gates `(n,)` and their logits `(n,)` (the last three `None` when no window is active).
 
     A window is active when it has kept video, at least two audio tokens and its sample drops audio; the audio of
     the other windows stays.
@@ -181,7 +197,7 @@ def _select_audio(
     active_pairs = torch.nonzero(active).squeeze(1)  # (W,)
     num_windows = active_pairs.shape[0]
     if num_windows == 0:
-        return audio_keep, None, None
+        return audio_keep, None, None, None
     renumber = torch.full((num_pairs,), -1, dtype=torch.long, device=active.device)
     renumber[active_pairs] = torch.arange(num_windows, device=active.device)
 
@@ -194,12 +210,13 @@ def _select_audio(
     video, video_slot = pad_segments(flat_embeds[layout.video_index[guide_video]], video_window, num_windows)
     video_padding = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)  # (W, V)
     video_padding[video_window, video_slot] = False
-    scores = selector(audio, video, video_padding_mask=video_padding)  # (W, A)
-    scores = scores.to(flat_embeds.device)[audio_window, audio_slot]  # (n,); the selector may sit elsewhere
+    logits = selector.logits(audio, video, video_padding_mask=video_padding)  # (W, A)
+    logits = logits.to(flat_embeds.device)[audio_window, audio_slot]  # (n,); the selector may sit elsewhere
+    scores = torch.sigmoid(logits)
 
     window_size = torch.bincount(audio_window, minlength=num_windows)
     hard = top_audio_per_window(scores, audio_window, window_size, audio_keep_ratio[layout.pair_sample[active_pairs]])
     audio_keep[scored_audio] = hard
     # Straight-through estimator: kept tokens are scaled by ~1 but carry the selector's gradient.
     gate = (hard.to(scores.dtype) - scores).detach() + scores
-    return audio_keep, scored_audio, gate
+    return audio_keep, scored_audio, gate, logits

@@ -21,6 +21,7 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
 from transformers.utils import cached_file, logging
 from transformers.utils.generic import ModelOutput, can_return_tuple
 
+from ...attention_policy import KEEP_POLICY_ATTENTION
 from ...compression import KeepRatios, gather_kept_tokens, media_runs, resolve_keep_ratios
 from ...remote_code import class_reference, write_remote_code
 from ...selector import OmniSiftAudioSelector, TokenSelection, select_tokens
@@ -222,6 +223,20 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         # to pass more arguments: hand the processor over for the duration of the call.
         return _push_with_processor(super().push_to_hub, self, repo_id, *args, processor=processor, **kwargs)
 
+    def train(self, mode: bool = True):
+        # Overwritten -- the attention-policy estimator trains through its own attention function: the decoder
+        # switches to it in training mode and back to the configured implementation in eval mode (inference is
+        # unchanged). With the default estimator ("ste") this is `nn.Module.train`.
+        super().train(mode)
+        text_config = self.model.language_model.config
+        if mode and self.config.selector_estimator == "attention_policy":
+            if text_config._attn_implementation != KEEP_POLICY_ATTENTION:
+                self._inference_attn_implementation = text_config._attn_implementation
+                text_config._attn_implementation = KEEP_POLICY_ATTENTION
+        elif text_config._attn_implementation == KEEP_POLICY_ATTENTION:
+            text_config._attn_implementation = self._inference_attn_implementation
+        return self
+
     # -----------------------------------------------------------------------------------------------------------------
     # Forward
     # -----------------------------------------------------------------------------------------------------------------
@@ -345,12 +360,19 @@ class OmniSiftForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGeneratio
         if token_selector is not None:
             _check_selection(selection)
 
-        # 4. Gather the kept tokens of each sample and re-pad on the left.
-        kept = gather_kept_tokens(
-            selection.keep_mask(attention_mask), selection.apply_gate(inputs_embeds), mrope_position_ids, labels
-        )
+        # 4. Gather the kept tokens of each sample and re-pad on the left. Training with the attention-policy
+        # estimator keeps the scored audio in the sequence and weighs it inside the attention instead (see
+        # `omnisift_hf.attention_policy`); everything else trains and infers on the shortened sequence.
+        keep, policy = selection.keep_mask(attention_mask), None
+        if self.training and config.selector_estimator == "attention_policy" and selection.audio_logits is not None:
+            keep, policy = _keep_policy(selection, keep)
+        else:
+            inputs_embeds = selection.apply_gate(inputs_embeds)
+        kept = gather_kept_tokens(keep, inputs_embeds, mrope_position_ids, labels)
         # Decode steps without explicit positions continue from the last kept position.
         self.model.rope_deltas = kept.rope_deltas
+        if policy is not None:
+            kwargs["keep_policy"] = policy.gather(1, kept.index)  # (B, K)
 
         # 5. Decode the shortened sequence.
         decoder_outputs = self.model.language_model(
@@ -1145,6 +1167,20 @@ def remote_code_auto_map(model_class: type = OmniSiftForConditionalGeneration) -
         "AutoConfig": class_reference(model_class.config_class),
         **dict.fromkeys(auto_classes, model_reference),
     }
+
+
+def _keep_policy(selection: TokenSelection, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention-policy estimator's sequence and weights: `keep` `(B, L)` plus every scored audio token, and the
+    keep decision of each position `(B, L)`: `hard + z - stopgrad(z)` at scored audio tokens (value 0 or 1, gradient
+    of the selector's logit `z`), 1 elsewhere."""
+    batch_size, seq_len = keep.shape
+    rows = selection.layout.audio_index[selection.gated_audio]  # (n,) into the flattened batch
+    logits = selection.audio_logits
+    hard = selection.audio_keep[selection.gated_audio].to(logits.dtype)
+    decision = hard + logits - logits.detach()  # (n,)
+    policy = torch.ones(batch_size * seq_len, dtype=logits.dtype, device=logits.device).index_copy(0, rows, decision)
+    keep = keep.reshape(-1).index_fill(0, rows, True).view(batch_size, seq_len)
+    return keep, policy.view(batch_size, seq_len)
 
 
 def _report_untrained_selector(loading_info, selector: OmniSiftAudioSelector, prefix: str) -> None:
