@@ -26,6 +26,7 @@ from transformers import AutoProcessor, Trainer, TrainingArguments, pipeline
 import omnisift_hf  # noqa: F401  (registers the "omni-qa" pipeline and the "omnisift" model type)
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.media import video_sampling_of
+from omnisift_hf.models.qwen2_5_omni.configuration_omnisift import SELECTOR_ESTIMATORS
 from omnisift_hf.testing_utils import tiny_model, tiny_processor
 from omnisift_hf.tools.avqa import avqa_model
 from omnisift_hf.tools.cli import DTYPES, parse_dtype
@@ -120,6 +121,13 @@ def parse_args() -> argparse.Namespace:
         "the saved config, so the checkpoint answers at the ratio it was trained at. One value: every batch; several "
         "(e.g. 1.0 0.25): each batch draws one, and the config gets the smallest",
     )
+    parser.add_argument(
+        "--selector-estimator",
+        choices=list(SELECTOR_ESTIMATORS),
+        help="how training reaches the audio selector (default: the model config's, 'ste' unless set): 'ste' (the "
+        "published straight-through gate) or 'attention_policy' (keep decisions inside the attention softmax; the "
+        "dropped audio still gets a gradient). Saved in the config; inference is the same",
+    )
     # The spelling of --keep-ratios before the examples shared one flag vocabulary; older recipes still work.
     parser.add_argument("--keep-ratio", dest="keep_ratios", type=float, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratios (video)")
@@ -211,6 +219,8 @@ def main() -> int:
     else:
         model = OmniSiftForConditionalGeneration.from_pretrained(args.model, dtype=dtype)
     processor = tiny_processor() if tiny else AutoProcessor.from_pretrained(args.model)
+    if args.selector_estimator:
+        model.config.selector_estimator = args.selector_estimator
     counts = freeze(model, args.freeze)
     if main_process:
         print(counts, flush=True)

@@ -564,11 +564,17 @@ def run_train_script(*args) -> None:
 def test_train_script_records_the_training_ratios(tmp_path):
     """examples/train.py end to end on its default tiny model and synthetic data. `--keep-ratio 1.0 0.25` trains on
     both and the checkpoint compresses at 0.25; a later stage trained with `--keep-ratio` alone drops the earlier
-    stage's `--audio-keep-ratio` from the config (forward gives a per-call keep ratio the same precedence)."""
+    stage's `--audio-keep-ratio` from the config (forward gives a per-call keep ratio the same precedence), and
+    `--selector-estimator` is recorded in it."""
     first, second = tmp_path / "first", tmp_path / "second"
     run_train_script("--keep-ratios", "1.0", "0.25", "--audio-keep-ratio", "1.0", "--output-dir", first)
     config = OmniSiftForConditionalGeneration.from_pretrained(first).config
     assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.25, None, 1.0)
-    run_train_script("--model", first, "--keep-ratios", "0.35", "--freeze", "selector", "--output-dir", second)
+    run_train_script(
+        "--model", first, "--keep-ratios", "0.35", "--freeze", "selector", "--output-dir", second,
+        "--selector-estimator", "attention_policy",
+    )  # fmt: skip
     config = json.loads((second / "config.json").read_text())
     assert (config["keep_ratio"], config["video_keep_ratio"], config["audio_keep_ratio"]) == (0.35, None, None)
+    assert config["selector_estimator"] == "attention_policy"
+    assert json.loads((first / "config.json").read_text())["selector_estimator"] == "ste"
