@@ -45,7 +45,11 @@ class OmniSiftAudioSelector(nn.Module):
         self.score_head = nn.Sequential(nn.Linear(selector_hidden_size, mlp_size), nn.SiLU(), nn.Linear(mlp_size, 1))
 
     def forward(
-        self, audio: torch.Tensor, video: torch.Tensor, video_padding_mask: torch.Tensor | None = None
+        self,
+        audio: torch.Tensor,
+        video: torch.Tensor,
+        video_padding_mask: torch.Tensor | None = None,
+        return_logits: bool = False,
     ) -> torch.Tensor:
         """
         Args:
@@ -53,21 +57,19 @@ class OmniSiftAudioSelector(nn.Module):
             video (`torch.Tensor` of shape `(W, V, D)`): kept video tokens of the same windows (padded to `V`).
             video_padding_mask (`torch.BoolTensor` of shape `(W, V)`, *optional*): True at video padding. Every
                 window needs at least one real video token.
+            return_logits (`bool`, *optional*, defaults to `False`): return the scores before the sigmoid (what
+                the attention-policy estimator trains through).
 
         Returns:
-            `torch.Tensor` of shape `(W, A)`: keep scores in (0, 1). Rows at audio padding are meaningless.
+            `torch.Tensor` of shape `(W, A)`: keep scores in (0, 1) (logits with `return_logits`). Rows at audio
+            padding are meaningless.
         """
-        return torch.sigmoid(self.logits(audio, video, video_padding_mask))
-
-    def logits(
-        self, audio: torch.Tensor, video: torch.Tensor, video_padding_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """The scores before the sigmoid, `(W, A)` (arguments as `forward`)."""
         a = self.a_norm(self.a_proj(audio))  # (W, A, d)
         v = self.v_norm(self.v_proj(video))  # (W, V, d)
         attended, _ = self.cross_attn(a, v, v, key_padding_mask=video_padding_mask, need_weights=False)
         x = self.post_attn_norm(attended + a)
-        return self.score_head(x).squeeze(-1)
+        logits = self.score_head(x).squeeze(-1)
+        return logits if return_logits else torch.sigmoid(logits)
 
 
 @dataclass
@@ -210,7 +212,7 @@ def _select_audio(
     video, video_slot = pad_segments(flat_embeds[layout.video_index[guide_video]], video_window, num_windows)
     video_padding = torch.ones(video.shape[:2], dtype=torch.bool, device=video.device)  # (W, V)
     video_padding[video_window, video_slot] = False
-    logits = selector.logits(audio, video, video_padding_mask=video_padding)  # (W, A)
+    logits = selector(audio, video, video_padding_mask=video_padding, return_logits=True)  # (W, A)
     logits = logits.to(flat_embeds.device)[audio_window, audio_slot]  # (n,); the selector may sit elsewhere
     scores = torch.sigmoid(logits)
 
