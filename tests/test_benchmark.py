@@ -319,3 +319,20 @@ def test_talker_memory_comes_from_a_fresh_process():
     args.max_new_tokens, args.talker_codec_tokens = 2, 2
     peak = fresh_process_memory_probe(args)("talker", 0.25)
     assert isinstance(peak, int) and peak > 0
+
+
+def test_plot_benchmark_draws_the_spoken_reply_row():
+    """A `--talker` report gets the spoken-reply panels: alone (one row) or under the thinker's (two rows); the
+    measured line's points are drawn (the image differs from the one without them)."""
+    talker = {
+        "rows": [
+            {"keep_ratio": 1.0, "talker_prompt_length_vs_full": 1.0, "total_vs_full": 1.0},
+            {"keep_ratio": 0.25, "talker_prompt_length_vs_full": 0.263, "total_vs_full": 0.457},
+        ]
+    }
+    alone = plot_benchmark({"environment": {}, "talker": talker})
+    assert alone.size == (1144, 484)
+    empty = plot_benchmark({"environment": {}, "talker": {"rows": []}})
+    assert alone.tobytes() != empty.tobytes()
+    both = plot_benchmark({"environment": {}, "talker": talker, "prefill": {"rows": []}})
+    assert both.size == (1144, 484 + 448)

@@ -555,9 +555,13 @@ def plot_benchmark(report: dict) -> Image.Image:
 
     Left: prefill FLOPs of the real 7B / 3B thinkers (meta-device section) relative to the full model, one line per
     model and clip length. Right: the measured prefill time, time to first token, prefill FLOPs and peak memory of the
-    timed config, each relative to keep ratio 1.0. Missing sections leave their panel empty.
+    timed config, each relative to keep ratio 1.0. Missing sections leave their panel empty. A report with spoken-reply
+    sections (`--talker`) gets a second row: the real-size talker's prefill FLOPs and the measured spoken reply.
     """
-    image = Image.new("RGB", (2 * PANEL_SIZE[0] + 24, PANEL_SIZE[1] + 44), BACKGROUND)
+    speech = "talker" in report or "talker_flops" in report
+    thinker = not speech or any(section in report for section in ("flops", "prefill", "generate"))
+    rows_of_panels = int(thinker) + int(speech)
+    image = Image.new("RGB", (2 * PANEL_SIZE[0] + 24, rows_of_panels * (PANEL_SIZE[1] + 8) + 36), BACKGROUND)
     draw = ImageDraw.Draw(image)
     env = report.get("environment", {})
     draw.text(
@@ -567,48 +571,77 @@ def plot_benchmark(report: dict) -> Image.Image:
         font=_font(15),
     )
 
-    flops_series: dict[str, list[tuple[float, float]]] = {}
-    for row in report.get("flops", {}).get("rows", []):
-        full = next(
-            (
-                other["flops"]["total"]
-                for other in report["flops"]["rows"]
-                if other["model"] == row["model"] and other["seconds"] == row["seconds"] and other["keep_ratio"] == 1
-            ),
-            None,
+    if thinker:
+        flops_series: dict[str, list[tuple[float, float]]] = {}
+        for row in report.get("flops", {}).get("rows", []):
+            full = next(
+                (
+                    other["flops"]["total"]
+                    for other in report["flops"]["rows"]
+                    if other["model"] == row["model"]
+                    and other["seconds"] == row["seconds"]
+                    and other["keep_ratio"] == 1
+                ),
+                None,
+            )
+            name = f"{row['model'].removeprefix('Qwen2.5-Omni-')}, {row['seconds']} s"
+            if full:
+                name_full = f"{name} ({full / 1e12:.0f} TFLOPs full)"
+                flops_series.setdefault(name_full, []).append((row["keep_ratio"], row["flops"]["total"] / full))
+        _panel(
+            draw,
+            (8, 36),
+            "Prefill FLOPs, real sizes (meta device)",
+            list(flops_series.items()),
+            "x full model",
+            reference=True,
         )
-        name = f"{row['model'].removeprefix('Qwen2.5-Omni-')}, {row['seconds']} s"
-        if full:
-            name_full = f"{name} ({full / 1e12:.0f} TFLOPs full)"
-            flops_series.setdefault(name_full, []).append((row["keep_ratio"], row["flops"]["total"] / full))
-    _panel(
-        draw,
-        (8, 36),
-        "Prefill FLOPs, real sizes (meta device)",
-        list(flops_series.items()),
-        "x full model",
-        reference=True,
-    )
 
+        measured = []
+        model = env.get("model", "timed")
+        for section, key, name in (
+            ("prefill", "prefill_vs_full", "prefill time"),
+            ("generate", "time_to_first_token_vs_full", "time to first token"),
+            ("prefill", "total_flops_vs_full", "prefill FLOPs"),
+            ("prefill", "peak_memory_vs_full", "prefill peak memory"),
+            ("generate", "peak_memory_vs_full", "generate peak memory"),
+        ):
+            rows = report.get(section, {}).get("rows", [])
+            points = [(row["keep_ratio"], row.get(key)) for row in rows if row.get(key) is not None]
+            if points:
+                measured.append((name, points))
+        _panel(
+            draw,
+            (PANEL_SIZE[0] + 16, 36),
+            f"Measured, {model} config",
+            measured,
+            "x keep ratio 1.0",
+            reference=True,
+        )
+    if speech:
+        _plot_spoken_replies(draw, report, top=36 + (PANEL_SIZE[1] + 8 if thinker else 0))
+    return image
+
+
+def _plot_spoken_replies(draw: ImageDraw.ImageDraw, report: dict, top: int) -> None:
+    """The second row of `plot_benchmark` (`--talker` reports): the real-size talker's prefill FLOPs, and the measured
+    spoken reply, each relative to keep ratio 1.0."""
+    flops_series: dict[str, list[tuple[float, float]]] = {}
+    for row in report.get("talker_flops", {}).get("rows", []):
+        flops_series.setdefault(f"{row['seconds']} s clip", []).append((row["keep_ratio"], row["total_flops_vs_full"]))
+    _panel(draw, (8, top), "Talker prefill FLOPs, 7B talker (meta device)", list(flops_series.items()), "x full",
+           reference=True)  # fmt: skip
     measured = []
-    model = env.get("model", "timed")
-    for section, key, name in (
-        ("prefill", "prefill_vs_full", "prefill time"),
-        ("generate", "time_to_first_token_vs_full", "time to first token"),
-        ("prefill", "total_flops_vs_full", "prefill FLOPs"),
-        ("prefill", "peak_memory_vs_full", "prefill peak memory"),
-        ("generate", "peak_memory_vs_full", "generate peak memory"),
+    for key, name in (
+        ("talker_prompt_length_vs_full", "talker prefill tokens"),
+        ("time_to_first_codec_token_vs_full", "time to first codec token"),
+        ("total_vs_full", "spoken reply time"),
+        ("peak_memory_vs_full", "peak memory"),
     ):
-        rows = report.get(section, {}).get("rows", [])
-        points = [(row["keep_ratio"], row.get(key)) for row in rows if row.get(key) is not None]
+        points = [(row["keep_ratio"], row.get(key)) for row in report.get("talker", {}).get("rows", [])]
+        points = [(x, y) for x, y in points if y is not None]
         if points:
             measured.append((name, points))
-    _panel(
-        draw,
-        (PANEL_SIZE[0] + 16, 36),
-        f"Measured, {model} config",
-        measured,
-        "x keep ratio 1.0",
-        reference=True,
-    )
-    return image
+    environment = report.get("environment", {}).get("model", "timed")
+    _panel(draw, (PANEL_SIZE[0] + 16, top), f"Spoken reply measured, {environment} config", measured,
+           "x keep ratio 1.0", reference=True)  # fmt: skip
