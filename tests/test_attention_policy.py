@@ -54,28 +54,45 @@ def test_hard_policy_equals_plain_softmax_without_the_dropped_keys():
     torch.testing.assert_close(output[:1, kept], reference, rtol=0, atol=1e-12)
 
 
-def test_gradient_at_a_dropped_token_matches_finite_differences():
+def test_decision_gradients_are_the_derivative_when_kept_and_the_secant_when_dropped():
+    """float64, a loss linear in the attention output: the gradient at a kept key is the derivative (central finite
+    differences); at a dropped key it is the exact change of the loss when that key is kept, bounded where the
+    derivative at 0 is not."""
     generator = torch.Generator().manual_seed(1)
     query = torch.randn(1, 4, 5, 8, generator=generator, dtype=torch.float64)
     key, value = (torch.randn(1, 2, 5, 8, generator=generator, dtype=torch.float64) for _ in range(2))
     weights_out = torch.randn(1, 5, 4, 8, generator=generator, dtype=torch.float64)
     causal = torch.full((5, 5), float("-inf"), dtype=torch.float64).triu(1)[None, None]
 
-    def loss(policy):
-        output, _ = keep_policy_attention(_Layer(), query, key, value, causal, scaling=0.35, keep_policy=policy)
+    def loss(policy, scale=0.35):
+        output, _ = keep_policy_attention(_Layer(), query, key, value, causal, scaling=scale, keep_policy=policy)
         return (output * weights_out).sum()
 
-    policy = torch.tensor([[1.0, 0.0, 1.0, 0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    decisions = [1.0, 0.0, 1.0, 0.0, 1.0]
+    policy = torch.tensor([decisions], dtype=torch.float64, requires_grad=True)
     loss(policy).backward()
-    step = 1e-6
-    for dropped in (1, 3):
+    for kept in (2, 4):
+        step = 1e-6
         up, down = policy.detach().clone(), policy.detach().clone()
-        up[0, dropped] += step
-        down[0, dropped] -= step
-        numeric = (loss(up) - loss(down)) / (2 * step)
-        assert torch.isfinite(policy.grad[0, dropped])
-        torch.testing.assert_close(policy.grad[0, dropped], numeric, rtol=1e-6, atol=1e-9)
-        assert abs(float(numeric)) > 1e-6
+        up[0, kept] += step
+        down[0, kept] -= step
+        torch.testing.assert_close(policy.grad[0, kept], (loss(up) - loss(down)) / (2 * step), rtol=1e-6, atol=1e-9)
+    for dropped in (1, 3):
+        kept_too = policy.detach().clone()
+        kept_too[0, dropped] = 1.0
+        secant = loss(kept_too) - loss(policy.detach())
+        torch.testing.assert_close(policy.grad[0, dropped], secant, rtol=1e-10, atol=1e-12)
+        assert abs(float(secant)) > 1e-6
+
+    # A dropped key that would dominate its queries: the derivative at 0 is huge, the secant stays bounded.
+    key_big = key.clone()
+    key_big[0, :, 1] = query[0, :2].mean(1) * 40  # key 1 aligns with every query
+    policy = torch.tensor([decisions], dtype=torch.float64, requires_grad=True)
+    output, _ = keep_policy_attention(_Layer(), query, key_big, value, causal, scaling=0.35, keep_policy=policy)
+    (output * weights_out).sum().backward()
+    assert torch.isfinite(policy.grad).all()
+    bound = weights_out.abs().sum() * 2 * value.abs().amax()  # |w| <= 1, |v_j - o_q| <= 2 max|v|
+    assert float(policy.grad.abs().max()) <= float(bound)
 
 
 def test_training_forward_equals_the_shortened_forward_float64():
