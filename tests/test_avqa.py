@@ -384,3 +384,25 @@ def test_gate_gradient_vanishes_with_one_decoder_layer(dataset, processor):
         )
         largest[layers] = max(abs(g) for g in on_beep + elsewhere)
     assert largest[1] < 1e-2 * largest[2]  # measured: 7e-8 against 4e-5 (float32 rounding against a real gradient)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decision_gradients_reach_dropped_tokens_only_with_the_attention_policy(dataset, processor, layers):
+    """examples/avqa_gate_gradients.py --selector-estimator: with STE every dropped token's logit gradient is exactly
+    0; with the attention policy dropped tokens get one, also with a single decoder layer (where STE's gradient on kept
+    tokens vanishes, see above: the policy acts on attention weights, which RMSNorm does not erase)."""
+    from omnisift_hf.tools.avqa import avqa_model
+    from omnisift_hf.training import OmniQADataCollator
+
+    script, example, meta = gate_gradients_script_and_pitch_clip(dataset)
+    collator = OmniQADataCollator(processor, keep_ratio=0.25, video_sampling=AVQA_VIDEO_SAMPLING)
+    results = {}
+    for estimator in ("ste", "attention_policy"):
+        model = avqa_model(hidden_size=64, num_layers=layers).eval()
+        model.config.selector_estimator = estimator
+        results[estimator] = script.decision_gradients(model, collator, example, meta)
+        assert not model.training and all(p.grad is None for p in model.parameters())
+    dropped = results["ste"]["dropped beep"] + results["ste"]["dropped other"]
+    assert dropped and all(g == 0 for g in dropped)
+    policy_dropped = results["attention_policy"]["dropped beep"] + results["attention_policy"]["dropped other"]
+    assert max(abs(g) for g in policy_dropped) > 1e-6
