@@ -90,3 +90,27 @@ class Case:
     call: Callable[[Path], object]
     error: type[BaseException] | None
     words: tuple[str, ...]
+
+
+# The start of a script run with `python -c` to prove that a saved directory loads from its own remote code: it makes
+# `import omnisift_hf` fail in that process (and fails itself if the package is still importable).
+BLOCK_OMNISIFT_HF = """
+import importlib.abc
+import sys
+
+
+class BlockOmnisift(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "omnisift_hf":
+            raise ImportError(f"{name} is blocked in this process")
+        return None
+
+
+sys.meta_path.insert(0, BlockOmnisift())
+try:
+    import omnisift_hf  # noqa: F401
+except ImportError:
+    pass
+else:
+    raise SystemExit("omnisift_hf is importable: the test would not prove anything")
+"""

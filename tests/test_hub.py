@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers.utils.hub as transformers_hub
-from helpers import BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs
+from helpers import BLOCK_OMNISIFT_HF, BUNDLE_DIR, REMOTE_CODE_FILES, build_inputs
 from huggingface_hub import ModelCard
 from huggingface_hub.errors import EntryNotFoundError
 from reference_layout import random_model, write_reference_checkpoint
@@ -175,27 +175,8 @@ def test_push_to_hub_uploads_expected_files(model, fake_hub, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # trust_remote_code without omnisift_hf
 # ---------------------------------------------------------------------------------------------------------------------
-REMOTE_LOAD_SCRIPT = textwrap.dedent(
+REMOTE_LOAD_SCRIPT = BLOCK_OMNISIFT_HF + textwrap.dedent(
     """
-    import importlib.abc
-    import sys
-
-
-    class BlockOmnisift(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "omnisift_hf":
-                raise ImportError(f"{name} is blocked in this process")
-            return None
-
-
-    sys.meta_path.insert(0, BlockOmnisift())
-    try:
-        import omnisift_hf  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("omnisift_hf is importable: the test would not prove anything")
-
     import torch
     import transformers
     from transformers.conversion_mapping import USER_REGISTERED_MAPPINGS

@@ -14,7 +14,7 @@ import threading
 import pytest
 import torch
 import transformers
-from helpers import build_inputs, perturb, select_sample
+from helpers import BLOCK_OMNISIFT_HF, build_inputs, perturb, select_sample
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -380,20 +380,8 @@ def test_checkpoint_without_speakers_loads_and_says_so(omni, tmp_path, caplog):
         loaded.generate(**build_inputs([AUDIO]), **SPEECH)
 
 
-REMOTE_SPEAK_SCRIPT = textwrap.dedent(
+REMOTE_SPEAK_SCRIPT = BLOCK_OMNISIFT_HF + textwrap.dedent(
     """
-    import importlib.abc
-    import sys
-
-
-    class BlockOmnisift(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] == "omnisift_hf":
-                raise ImportError(f"{name} is blocked in this process")
-            return None
-
-
-    sys.meta_path.insert(0, BlockOmnisift())
     import torch
     import transformers
 

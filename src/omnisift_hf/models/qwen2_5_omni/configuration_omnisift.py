@@ -122,9 +122,7 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
         # Overwritten -- also write this file (with what it imports) next to config.json and record it in `auto_map`,
         # so that the directory loads with `trust_remote_code=True` where omnisift_hf is not installed. transformers'
         # own copying (`register_for_auto_class`) cannot follow this package's imports across folders.
-        self.auto_map = {**(getattr(self, "auto_map", None) or {}), "AutoConfig": class_reference(type(self))}
-        os.makedirs(save_directory, exist_ok=True)
-        write_remote_code(save_directory, __file__)
+        _write_config_remote_code(self, save_directory)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
 
@@ -168,7 +166,13 @@ class OmniSiftOmniConfig(Qwen2_5OmniConfig):
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         # Overwritten -- as `OmniSiftConfig.save_pretrained`: the remote-code files and `auto_map` next to config.json.
-        self.auto_map = {**(getattr(self, "auto_map", None) or {}), "AutoConfig": class_reference(type(self))}
-        os.makedirs(save_directory, exist_ok=True)
-        write_remote_code(save_directory, __file__)
+        _write_config_remote_code(self, save_directory)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
+
+def _write_config_remote_code(config, save_directory: str | os.PathLike) -> None:
+    """Write this file's remote-code bundle into `save_directory` and point `config.auto_map["AutoConfig"]` at the
+    config's class in it."""
+    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoConfig": class_reference(type(config))}
+    os.makedirs(save_directory, exist_ok=True)
+    write_remote_code(save_directory, __file__)
