@@ -50,8 +50,6 @@ it). The CPU figure includes one-time allocations of a first call and can miss a
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import threading
@@ -85,6 +83,7 @@ from .profiling import (
     qwen2_5_omni_config,
     qwen2_5_omni_talker_config,
 )
+from .reporting import cpu_name, fmt, markdown_table, median, ratio
 
 __all__ = [
     "DEFAULT_SECTIONS",
@@ -465,14 +464,6 @@ def _progress(total: int, description: str, enabled: bool) -> tqdm:
     return tqdm(total=total, desc=description, disable=not enabled, leave=False, file=sys.stderr, dynamic_ncols=True)
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _ratio(value, base) -> float | None:
-    return value / base if value is not None and base else None
-
-
 # Qwen2.5-Omni's speech output: 24 kHz mono (token2wav).
 SPEECH_SAMPLING_RATE = 24000
 
@@ -585,9 +576,9 @@ def time_prefill(model, inputs: dict, keep_ratio: float, repeats: int, warmup: i
         if bar is not None:
             bar.update()
     return {
-        "prefill_s": _median(prefill),
+        "prefill_s": median(prefill),
         "prefill_runs_s": prefill,
-        "compression_s": _median([watch.seconds for watch in compression]) or 0.0,
+        "compression_s": median([watch.seconds for watch in compression]) or 0.0,
     }
 
 
@@ -631,7 +622,7 @@ def prefill_section(
     _relative(rows, ("total_flops", "prefill_s", "peak_memory_bytes"))
     base = next((row for row in rows if row["keep_ratio"] == 1.0), None)
     for row in rows:
-        row["compression_share_of_full_prefill"] = _ratio(row["compression_s"], base and base["prefill_s"])
+        row["compression_share_of_full_prefill"] = ratio(row["compression_s"], base and base["prefill_s"])
     return {"memory_method": method, "rows": rows}
 
 
@@ -642,7 +633,7 @@ def _relative(rows: list[dict], keys: tuple[str, ...]) -> None:
     for row in rows:
         for key in keys:
             name = key.removesuffix("_s").removesuffix("_bytes")
-            row[f"{name}_vs_full"] = _ratio(row[key], base and base[key])
+            row[f"{name}_vs_full"] = ratio(row[key], base and base[key])
 
 
 def generate_section(
@@ -673,7 +664,7 @@ def generate_section(
             bar.update()
         peak_bytes, method = peak_memory(model, inputs, "generate", keep_ratio, max_new_tokens, memory_probe)
         bar.update()
-        ttft, seconds = _median(first), _median(total)
+        ttft, seconds = median(first), median(total)
         rows.append(
             {
                 "keep_ratio": keep_ratio,
@@ -719,7 +710,7 @@ def batch_section(
             if step >= warmup:
                 times.append(watch.seconds)
             bar.update()
-        seconds = _median(times)
+        seconds = median(times)
         rows.append(
             {
                 "batch_size": batch_size,
@@ -734,7 +725,7 @@ def batch_section(
     bar.close()
     one_by_one = next((row for row in rows if row["batch_size"] == 1), None)
     for row in rows:
-        row["speedup_vs_one_by_one"] = _ratio(one_by_one and one_by_one["total_s"], row["total_s"])
+        row["speedup_vs_one_by_one"] = ratio(one_by_one and one_by_one["total_s"], row["total_s"])
     return {"keep_ratio": keep_ratio, "max_new_tokens": max_new_tokens, "rows": rows}
 
 
@@ -893,7 +884,7 @@ def talker_section(
                 "thinker_new_tokens": thinker_tokens,
                 "codec_tokens": codec_tokens,
                 "audio_seconds": out.audio[0].numel() / SPEECH_SAMPLING_RATE,
-                **{key: _median([run[key] for run in timings]) for key in SPOKEN_REPLY_TIMES},
+                **{key: median([run[key] for run in timings]) for key in SPOKEN_REPLY_TIMES},
                 "total_runs_s": [run["total_s"] for run in timings],
                 "peak_memory_bytes": peak_bytes,
             }
@@ -1026,7 +1017,9 @@ def _run(args: argparse.Namespace) -> dict:
     progress = not args.no_progress
     report = {
         "environment": {
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+            "device": torch.cuda.get_device_name(device)
+            if device.type == "cuda"
+            else cpu_name(torch.get_num_threads()),
             "dtype": str(dtype).removeprefix("torch."),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
@@ -1132,27 +1125,9 @@ def talker_sections(args: argparse.Namespace, device: torch.device, dtype: torch
     return report
 
 
-def _cpu_name() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------------------------------
-def _fmt(value, spec: str = ".3f", scale: float = 1.0, suffix: str = "") -> str:
-    return "-" if value is None else f"{value / scale:{spec}}{suffix}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def format_markdown(report: dict) -> str:
@@ -1175,20 +1150,20 @@ def format_markdown(report: dict) -> str:
                     str(row["keep_ratio"]),
                     f"{layout['retention']:.3f}",
                     f"{layout['input_length']} -> {layout['kept_length']}",
-                    _fmt(flops["vision_encoder"], ".2f", 1e12),
-                    _fmt(flops["audio_encoder"], ".2f", 1e12),
-                    _fmt(flops["compression"], ".1f", 1e9),
-                    _fmt(flops["decoder"] + flops["lm_head"], ".2f", 1e12),
-                    _fmt(flops["total"], ".2f", 1e12),
-                    _fmt(row["total_flops_vs_full"]),
-                    _fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
+                    fmt(flops["vision_encoder"], ".2f", 1e12),
+                    fmt(flops["audio_encoder"], ".2f", 1e12),
+                    fmt(flops["compression"], ".1f", 1e9),
+                    fmt(flops["decoder"] + flops["lm_head"], ".2f", 1e12),
+                    fmt(flops["total"], ".2f", 1e12),
+                    fmt(row["total_flops_vs_full"]),
+                    fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
                     f"{row['decoder_share']:.1%}",
                 ]
             )
         header = ["model", "clip (s)", "keep", "retention", "tokens (in -> decoder)", "vision TFLOPs"]
         header += ["audio TFLOPs", "compression GFLOPs", "decoder + lm_head TFLOPs", "total TFLOPs", "x full"]
         header += ["saved", "decoder share"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     if "prefill" in report:
         section = report["prefill"]
         parts.append(
@@ -1200,41 +1175,41 @@ def format_markdown(report: dict) -> str:
                 str(row["keep_ratio"]),
                 f"{row['retention']:.3f}",
                 str(row["sequence_length"]),
-                _fmt(row["flops"]["total"], ".1f", 1e9),
-                _fmt(row["total_flops_vs_full"]),
-                _fmt(row["flops"]["decoder"], ".1f", 1e9),
-                _fmt(row["flops"]["compression"], ".2f", 1e9),
-                _fmt(row["prefill_s"]),
-                _fmt(row["prefill_vs_full"]),
-                _fmt(row["compression_share_of_full_prefill"], ".2%"),
-                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
-                _fmt(row["peak_memory_vs_full"]),
+                fmt(row["flops"]["total"], ".1f", 1e9),
+                fmt(row["total_flops_vs_full"]),
+                fmt(row["flops"]["decoder"], ".1f", 1e9),
+                fmt(row["flops"]["compression"], ".2f", 1e9),
+                fmt(row["prefill_s"]),
+                fmt(row["prefill_vs_full"]),
+                fmt(row["compression_share_of_full_prefill"], ".2%"),
+                fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                fmt(row["peak_memory_vs_full"]),
             ]
             for row in section["rows"]
         ]
         header = ["keep", "retention", "seq len", "GFLOPs", "x full", "decoder GFLOPs", "compression GFLOPs"]
         header += ["prefill (s)", "x full", "compression step / full prefill", "peak memory (MiB)", "x full"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     if "generate" in report:
         section = report["generate"]
         parts.append(f"### generate() ({env['model']} config, {section['seconds']} s clip)")
         rows = [
             [
                 str(row["keep_ratio"]),
-                _fmt(row["time_to_first_token_s"]),
-                _fmt(row["time_to_first_token_vs_full"]),
-                _fmt(row["total_s"]),
+                fmt(row["time_to_first_token_s"]),
+                fmt(row["time_to_first_token_vs_full"]),
+                fmt(row["total_s"]),
                 str(row["new_tokens"]),
-                _fmt(row["tokens_per_s"], ".1f"),
-                _fmt(row["decode_tokens_per_s"], ".1f"),
-                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
-                _fmt(row["peak_memory_vs_full"]),
+                fmt(row["tokens_per_s"], ".1f"),
+                fmt(row["decode_tokens_per_s"], ".1f"),
+                fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                fmt(row["peak_memory_vs_full"]),
             ]
             for row in section["rows"]
         ]
         header = ["keep", "time to first token (s)", "x full", "total (s)", "new tokens", "tokens/s"]
         header += ["decode tokens/s", "peak memory (MiB)", "x full"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     if "batch" in report:
         section = report["batch"]
         parts.append(
@@ -1247,27 +1222,27 @@ def format_markdown(report: dict) -> str:
                 str(row["samples"]),
                 ", ".join(map(str, row["padded_lengths"])),
                 f"{row['pad_fraction']:.1%}",
-                _fmt(row["total_s"]),
-                _fmt(row["tokens_per_s"], ".1f"),
-                _fmt(row["speedup_vs_one_by_one"], ".2f", suffix="x"),
+                fmt(row["total_s"]),
+                fmt(row["tokens_per_s"], ".1f"),
+                fmt(row["speedup_vs_one_by_one"], ".2f", suffix="x"),
             ]
             for row in section["rows"]
         ]
         header = ["batch size", "samples", "padded lengths", "padding", "time (s)", "tokens/s", "vs one by one"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     if any(section in report for section in ("prefill", "generate", "batch")):
         note = " (quick smoke run: tiny model, not a measurement)" if env["quick"] else ""
         parts.append(f"### Issue #8 targets (keep 0.25 against 1.0, {env['model']} config, same run){note}")
         rows = [
             [
                 check["name"],
-                _fmt(check["value"]),
+                fmt(check["value"]),
                 check["target"] or "-",
                 {True: "met", False: "NOT met", None: "-"}[check["met"]],
             ]
             for check in targets(report)
         ]
-        parts.append(_table(["measure", "value", "target", ""], rows))
+        parts.append(markdown_table(["measure", "value", "target", ""], rows))
     parts += _talker_markdown(report)
     return "\n\n".join(parts) + "\n"
 
@@ -1287,19 +1262,19 @@ def _talker_markdown(report: dict) -> list[str]:
                 f"{row['retention']:.3f}",
                 f"{row['input_length']} -> {row['kept_length']}",
                 str(row["prefill_tokens"]),
-                _fmt(row["prefill_tokens_vs_full"]),
-                _fmt(row["flops"]["projection"], ".1f", 1e9),
-                _fmt(row["flops"]["decoder"], ".2f", 1e12),
-                _fmt(row["flops"]["codec_head"], ".1f", 1e9),
-                _fmt(row["flops"]["total"], ".2f", 1e12),
-                _fmt(row["total_flops_vs_full"]),
-                _fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
+                fmt(row["prefill_tokens_vs_full"]),
+                fmt(row["flops"]["projection"], ".1f", 1e9),
+                fmt(row["flops"]["decoder"], ".2f", 1e12),
+                fmt(row["flops"]["codec_head"], ".1f", 1e9),
+                fmt(row["flops"]["total"], ".2f", 1e12),
+                fmt(row["total_flops_vs_full"]),
+                fmt(row["total_flops_vs_full"] and 1 - row["total_flops_vs_full"], ".1%"),
             ]
             for row in section["rows"]
         ]
         header = ["clip (s)", "keep", "retention", "thinker prompt (L -> K)", "talker prefill tokens", "x full"]
         header += ["projection GFLOPs", "decoder TFLOPs", "codec head GFLOPs", "total TFLOPs", "x full", "saved"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     if "talker" in report:
         section = report["talker"]
         first = section["rows"][0]
@@ -1316,20 +1291,20 @@ def _talker_markdown(report: dict) -> list[str]:
                 str(row["keep_ratio"]),
                 f"{row['retention']:.3f}",
                 str(row["talker_prompt_length"]),
-                _fmt(row["talker_prompt_length_vs_full"]),
-                _fmt(row["time_to_first_codec_token_s"]),
-                _fmt(row["time_to_first_codec_token_vs_full"]),
-                _fmt(row["talker_prefill_s"]),
-                _fmt(row["talker_prefill_vs_full"]),
-                _fmt(row["thinker_s"]),
-                _fmt(row["talker_s"]),
-                _fmt(row["token2wav_s"]),
-                _fmt(row["total_s"]),
-                _fmt(row["total_vs_full"]),
-                _fmt(row["process_cpu_s"]),
-                _fmt(row["process_cpu_vs_full"]),
-                _fmt(row["peak_memory_bytes"], ".1f", 2**20),
-                _fmt(row["peak_memory_vs_full"]),
+                fmt(row["talker_prompt_length_vs_full"]),
+                fmt(row["time_to_first_codec_token_s"]),
+                fmt(row["time_to_first_codec_token_vs_full"]),
+                fmt(row["talker_prefill_s"]),
+                fmt(row["talker_prefill_vs_full"]),
+                fmt(row["thinker_s"]),
+                fmt(row["talker_s"]),
+                fmt(row["token2wav_s"]),
+                fmt(row["total_s"]),
+                fmt(row["total_vs_full"]),
+                fmt(row["process_cpu_s"]),
+                fmt(row["process_cpu_vs_full"]),
+                fmt(row["peak_memory_bytes"], ".1f", 2**20),
+                fmt(row["peak_memory_vs_full"]),
             ]
             for row in section["rows"]
         ]
@@ -1337,7 +1312,7 @@ def _talker_markdown(report: dict) -> list[str]:
         header += ["talker prefill (s)", "x full", "thinker (s)", "talker (s)", "token2wav (s)", "total (s)", "x full"]
         header += ["process CPU time (s)", "x full"]
         header += ["peak memory (MiB)", "x full"]
-        parts.append(_table(header, rows))
+        parts.append(markdown_table(header, rows))
     checks = talker_targets(report)
     if any(check["value"] is not None for check in checks):
         note = " (quick smoke run: tiny model, not a measurement)" if env["quick"] else ""
@@ -1345,13 +1320,13 @@ def _talker_markdown(report: dict) -> list[str]:
         rows = [
             [
                 check["name"],
-                _fmt(check["value"]),
+                fmt(check["value"]),
                 check["target"] or "-",
                 {True: "met", False: "NOT met", None: "-"}[check["met"]],
             ]
             for check in checks
         ]
-        parts.append(_table(["measure", "value", "target", ""], rows))
+        parts.append(markdown_table(["measure", "value", "target", ""], rows))
     return parts
 
 

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -161,10 +160,12 @@ def environment(dry_run: bool) -> dict:
 
     import omnisift_hf
 
+    from .reporting import cpu_name
+
     cuda = torch.cuda.is_available() and not dry_run
     driver = _command(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     env = {
-        "device": torch.cuda.get_device_name(0) if cuda else _cpu_name(),
+        "device": torch.cuda.get_device_name(0) if cuda else cpu_name(),
         "device_memory_gib": torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None,
         "driver": driver.splitlines()[0] if driver else None,
         "cuda": torch.version.cuda,
@@ -183,16 +184,6 @@ def environment(dry_run: bool) -> dict:
     except Exception:
         env["flash_attn"] = None
     return env
-
-
-def _cpu_name() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            name = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores)"
 
 
 def _short_env(env: dict) -> dict:
@@ -328,14 +319,6 @@ class _Budget:
         return False
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
-def _ratio(value, base) -> float | None:
-    return value / base if value is not None and base else None
-
-
 def thinker_7b(args: argparse.Namespace, plan: dict, env: dict, budget: _Budget, save) -> dict:
     """The 7B step (see the module docstring). `save(section)` writes the results so far."""
     import torch
@@ -344,6 +327,7 @@ def thinker_7b(args: argparse.Namespace, plan: dict, env: dict, budget: _Budget,
     from ..testing_utils import tiny_inputs
     from .benchmark import PeakMemory, Stopwatch, TokenClock, _forced_generation
     from .profiling import clip_segments
+    from .reporting import median, ratio
 
     dry_run = args.dry_run
     device = "cpu" if dry_run else "cuda"
@@ -420,7 +404,7 @@ def thinker_7b(args: argparse.Namespace, plan: dict, env: dict, budget: _Budget,
         for keep in keep_ratios:
             row = rows[keep]
             for key, values in runs[keep].items():
-                row[key] = _median(values)
+                row[key] = median(values)
                 row[f"{key.removesuffix('_s')}_runs_s"] = values
             new_tokens = row.get("new_tokens")
             if row["generate_s"] and new_tokens and new_tokens > 1 and row["generate_s"] > row["ttft_s"]:
@@ -430,7 +414,7 @@ def thinker_7b(args: argparse.Namespace, plan: dict, env: dict, budget: _Budget,
         for row in clip["rows"]:
             for key in ("prefill_s", "ttft_s", "generate_s", "prefill_peak_bytes", "generate_peak_bytes"):
                 name = key.removesuffix("_s").removesuffix("_bytes")
-                row[f"{name}_vs_full"] = _ratio(row.get(key), base.get(key))
+                row[f"{name}_vs_full"] = ratio(row.get(key), base.get(key))
         save(section)
         del inputs
     section["batch"] = _batches(model, plan, args.seed, budget, device)
@@ -446,6 +430,7 @@ def _batches(model, plan: dict, seed: int, budget: _Budget, device: str) -> dict
     from ..testing_utils import tiny_inputs
     from .benchmark import Stopwatch, _forced_generation
     from .profiling import clip_segments
+    from .reporting import median, ratio
 
     patches, samples = (
         tuple(plan["patches"]),
@@ -474,7 +459,7 @@ def _batches(model, plan: dict, seed: int, budget: _Budget, device: str) -> dict
     rows = []
     for keep in plan["keep_ratios"]:
         for size, inputs in batches.items():
-            seconds = _median(times[size, keep])
+            seconds = median(times[size, keep])
             rows.append(
                 {
                     "keep_ratio": keep,
@@ -489,24 +474,19 @@ def _batches(model, plan: dict, seed: int, budget: _Budget, device: str) -> dict
             )
     for row in rows:
         one = next(r for r in rows if r["keep_ratio"] == row["keep_ratio"] and r["batch_size"] == 1)
-        row["speedup_vs_one_by_one"] = _ratio(one["total_s"], row["total_s"])
+        row["speedup_vs_one_by_one"] = ratio(one["total_s"], row["total_s"])
     return {"seconds": plan["batch_seconds"], "new_tokens": plan["batch_new_tokens"], "rows": rows}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
-def _fmt(value, spec: str = ".3f", scale: float = 1.0) -> str:
-    return "-" if value is None else f"{value / scale:{spec}}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def format_markdown(report: dict) -> str:
     """The report as markdown (what `gpu_check.md` holds)."""
+    from .reporting import fmt, markdown_table
+
     env = report.get("environment") or {}
     title = "# GPU check" + (" (dry run on CPU: no figure below is a measurement)" if report.get("dry_run") else "")
     parts = [title, f"Command: `{report.get('command')}`; started {report.get('started')}."]
@@ -520,12 +500,12 @@ def format_markdown(report: dict) -> str:
         [
             name,
             step["status"],
-            _fmt(step.get("seconds"), ".1f"),
+            fmt(step.get("seconds"), ".1f"),
             step.get("error", "").splitlines()[-1:] and step["error"].splitlines()[-1][:200] or step.get("reason", ""),
         ]
         for name, step in report["steps"].items()
     ]
-    parts.append(_table(["step", "status", "seconds", "note"], rows))
+    parts.append(markdown_table(["step", "status", "seconds", "note"], rows))
     tests = report.get("cuda_tests")
     if tests:
         parts.append(f"## CUDA tests\n\n`{tests.get('command', '')}`: {tests.get('summary', tests.get('reason'))}")
@@ -544,6 +524,8 @@ def format_markdown(report: dict) -> str:
 
 
 def _thinker_markdown(section: dict) -> str:
+    from .reporting import fmt, markdown_table
+
     size = section["size_7b"]
     env = section["environment"]
     parts = [
@@ -562,23 +544,25 @@ def _thinker_markdown(section: dict) -> str:
         rows = [
             [
                 str(row["keep_ratio"]),
-                _fmt(row.get("retention")),
+                fmt(row.get("retention")),
                 str(row.get("decoder_length", "-")),
-                _fmt(row.get("prefill_s")),
-                _fmt(row.get("prefill_vs_full")),
-                _fmt(row.get("ttft_s")),
-                _fmt(row.get("ttft_vs_full")),
-                _fmt(row.get("generate_s")),
-                _fmt(row.get("decode_tokens_per_s"), ".1f"),
-                _fmt(row.get("prefill_peak_bytes"), ".0f", 2**20),
-                _fmt(row.get("prefill_peak_vs_full")),
-                _fmt(row.get("generate_peak_bytes"), ".0f", 2**20),
-                _fmt(row.get("generate_peak_vs_full")),
-                _fmt(row.get("generate_peak_total_bytes"), ".2f", 2**30),
+                fmt(row.get("prefill_s")),
+                fmt(row.get("prefill_vs_full")),
+                fmt(row.get("ttft_s")),
+                fmt(row.get("ttft_vs_full")),
+                fmt(row.get("generate_s")),
+                fmt(row.get("decode_tokens_per_s"), ".1f"),
+                fmt(row.get("prefill_peak_bytes"), ".0f", 2**20),
+                fmt(row.get("prefill_peak_vs_full")),
+                fmt(row.get("generate_peak_bytes"), ".0f", 2**20),
+                fmt(row.get("generate_peak_vs_full")),
+                fmt(row.get("generate_peak_total_bytes"), ".2f", 2**30),
             ]
             for row in clip["rows"]
         ]
-        parts.append(f"### {clip['seconds']} s clip, {clip['input_length']} prompt tokens\n\n" + _table(header, rows))
+        parts.append(
+            f"### {clip['seconds']} s clip, {clip['input_length']} prompt tokens\n\n" + markdown_table(header, rows)
+        )
     batch = section.get("batch")
     if batch:
         rows = [
@@ -587,15 +571,17 @@ def _thinker_markdown(section: dict) -> str:
                 str(row["batch_size"]),
                 ", ".join(map(str, row["padded_lengths"])),
                 f"{row['pad_fraction']:.1%}",
-                _fmt(row["total_s"]),
-                _fmt(row["tokens_per_s"], ".1f"),
-                _fmt(row["speedup_vs_one_by_one"], ".2f"),
+                fmt(row["total_s"]),
+                fmt(row["tokens_per_s"], ".1f"),
+                fmt(row["speedup_vs_one_by_one"], ".2f"),
             ]
             for row in batch["rows"]
         ]
         parts.append(
             f"### Padded batches: clips of {batch['seconds']} s, {batch['new_tokens']} new tokens each\n\n"
-            + _table(["keep", "batch size", "padded lengths", "padding", "time (s)", "tokens/s", "x one by one"], rows)
+            + markdown_table(
+                ["keep", "batch size", "padded lengths", "padding", "time (s)", "tokens/s", "x one by one"], rows
+            )
         )
     return "\n\n".join(parts)
 
