@@ -446,3 +446,30 @@ def test_threads_sharing_the_model_speak_as_alone(omni):
     for index in range(2):
         for got, expected in zip(results[index], alone[index], strict=True):
             assert torch.equal(got, expected)
+
+
+def test_talker_decode_step_takes_the_cache_under_either_name(omni):
+    """As the stock talker, `past_key_values=` is the deprecated spelling of `cache=`: a decode step continues the
+    prompt's positions whichever name the cache comes under."""
+    calls, hook = capture_talker_prefill(omni)
+    try:
+        speak(omni, build_inputs([VIDEO, SHORT_VIDEO]), keep_ratio=0.25)  # padded: the mask is kept
+    finally:
+        hook.remove()
+    prefill = calls[0]
+    talker = omni.talker
+    prompt = {key: value for key, value in prefill.items() if key in TALKER_PREFILL_KEYS}
+    with torch.no_grad():
+        first, again = talker(**prompt, use_cache=True), talker(**prompt, use_cache=True)
+        step = {
+            "input_ids": torch.full((2, 1), talker.codec_bos_token),
+            "attention_mask": torch.cat([prefill["attention_mask"], torch.ones(2, 1, dtype=torch.long)], dim=1),
+            "prompt_position_ids": prefill["prompt_position_ids"],
+            "thinker_reply_part": first.thinker_reply_part,
+        }
+        by_name = talker(**step, cache=first.cache).logits
+        by_old_name = talker(**step, past_key_values=again.cache).logits
+    torch.testing.assert_close(by_old_name, by_name, rtol=0, atol=0)
+
+
+TALKER_PREFILL_KEYS = ("input_ids", "inputs_embeds", "attention_mask", "prompt_position_ids", "thinker_reply_part")

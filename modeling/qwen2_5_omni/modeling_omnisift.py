@@ -21,6 +21,7 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
     Qwen2_5OmniToken2WavModel,
 )
 from transformers.utils import cached_file, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import ModelOutput, can_return_tuple
 
 from .attention_policy import KEEP_POLICY_ATTENTION
@@ -661,6 +662,7 @@ class OmniSiftTalkerForConditionalGeneration(Qwen2_5OmniTalkerForConditionalGene
     """
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -981,7 +983,7 @@ class OmniSiftOmniForConditionalGeneration(Qwen2_5OmniForConditionalGeneration):
         talker_result = self.talker.generate(**prompt, suppress_tokens=[self.talker.codec_bos_token], **talker_kwargs)
         codes = talker_result[:, prompt["input_ids"].shape[1] :]  # (B, C)
 
-        # 3. Codes to waveforms, one sample at a time (token2wav draws noise: a batch reproduces separate calls).
+        # 3. Codes to waveforms, one sample at a time, as the parent does.
         audio_codes, waveforms = self._speak(codes, talker_kwargs["eos_token_id"], speaker_params, token2wav_kwargs)
         if return_dict:
             stats = {key: thinker_result.get(key) for key in OmniSiftOmniGenerateOutput.__dataclass_fields__}
