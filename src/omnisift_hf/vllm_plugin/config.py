@@ -1,0 +1,64 @@
+"""OmniSIFT checkpoint configs as a vLLM environment reads them.
+
+vLLM pins an older transformers than the modelling code (`omnisift_hf.models`) is written against, so these classes
+are built on that environment's own `Qwen2_5OmniThinkerConfig` / `Qwen2_5OmniConfig`: they read the `config.json` that
+`OmniSiftForConditionalGeneration` / `OmniSiftOmniForConditionalGeneration` write (model types `omnisift` and
+`omnisift_omni`), and check the compression knobs with the package's pure `compression.check_keep_ratio`.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
+
+from ..compression import KeepRatios, check_keep_ratio
+
+__all__ = ["OmniSiftOmniVllmConfig", "OmniSiftVllmConfig", "keep_ratios_of"]
+
+
+@strict
+class OmniSiftVllmConfig(Qwen2_5OmniThinkerConfig):
+    """An OmniSIFT thinker checkpoint's config (`model_type` `omnisift`) in a vLLM environment: the Qwen2.5-Omni
+    thinker's fields plus the compression knobs (see `omnisift_hf.OmniSiftConfig` for their meaning)."""
+
+    model_type = "omnisift"
+
+    keep_ratio: float | int = 0.25
+    video_keep_ratio: float | int | None = None
+    audio_keep_ratio: float | int | None = None
+    selector_hidden_size: int = 512
+    selector_num_heads: int = 8
+    selector_mlp_size: int = 256
+    selector_estimator: str = "ste"
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+
+    def validate_keep_ratios(self):
+        """Part of `@strict` validation: every ratio lies in (0, 1]."""
+        keep_ratios_of(self)
+
+    @property
+    def thinker_config(self) -> "OmniSiftVllmConfig":
+        # vLLM's Qwen2.5-Omni classes read `hf_config.thinker_config`: a thinker checkpoint is its own thinker.
+        return self
+
+
+@strict
+class OmniSiftOmniVllmConfig(Qwen2_5OmniConfig):
+    """A full OmniSIFT checkpoint's config (`model_type` `omnisift_omni`: thinker, talker, token2wav) in a vLLM
+    environment; vLLM serves its thinker (text output)."""
+
+    model_type = "omnisift_omni"
+    sub_configs = {**Qwen2_5OmniConfig.sub_configs, "thinker_config": OmniSiftVllmConfig}
+
+    def __post_init__(self, **kwargs):
+        if isinstance(self.thinker_config, dict):
+            self.thinker_config = OmniSiftVllmConfig(**{**self.thinker_config, "model_type": "omnisift"})
+        super().__post_init__(**kwargs)
+
+
+def keep_ratios_of(config) -> KeepRatios:
+    """The configured [`KeepRatios`] of a thinker config, validated; errors name the `config.<field>`."""
+    return KeepRatios(
+        keep=check_keep_ratio("config.keep_ratio", config.keep_ratio, allow_none=False),
+        video=check_keep_ratio("config.video_keep_ratio", config.video_keep_ratio),
+        audio=check_keep_ratio("config.audio_keep_ratio", config.audio_keep_ratio),
+    )
