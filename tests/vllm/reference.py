@@ -3,9 +3,14 @@ checkpoint vLLM can run on CPU, synthetic media, and the transformers model's pr
 
     python tests/vllm/reference.py OUT_DIR
 
-writes OUT_DIR/{keep_0.25,keep_1.0}/ (checkpoints, same weights, float32), OUT_DIR/media.npz and OUT_DIR/cases.json.
-Each case: the prompt text, its media, its processor kwargs, and per checkpoint the kept prompt ids the decoder reads,
-their M-RoPE positions and the greedy reply.
+writes OUT_DIR/{keep_0.25,keep_1.0}/ (checkpoints, same weights, float32), OUT_DIR/media.npz, OUT_DIR/clip.mp4 (a
+synthetic clip with audio, for `vllm serve`) and OUT_DIR/cases.json. Each case: the prompt text, its media, its
+processor kwargs, and per checkpoint the kept prompt ids the decoder reads, their M-RoPE positions, the greedy reply.
+
+    python tests/vllm/reference.py OUT_DIR --served
+
+adds the case "served": clip.mp4 as vLLM decoded it (OUT_DIR/served.npz, written by the vLLM tests with vLLM's own
+media loader), so that a served answer is compared with the transformers model on the very same frames and samples.
 """
 
 import json
@@ -18,6 +23,7 @@ import torch
 
 from omnisift_hf import OmniSiftForConditionalGeneration
 from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_config, tiny_processor
+from omnisift_hf.tools.synthetic import write_synthetic_clip
 
 MAX_NEW_TOKENS = 8
 SAMPLING_RATE = 16000
@@ -44,10 +50,11 @@ def vllm_sized_config(keep_ratio: float):
 
 
 def clip(seed: int, frames: int, size: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
-    """Moving coloured squares and a tone with a beep: (frames, size, size, 3) uint8 and float32 mono audio."""
+    """A moving coloured square on a noisy background and a tone with a beep: (frames, size, size, 3) uint8 and
+    float32 mono audio. The noise keeps patches distinct: on a flat background, identical patches tie in STVP's
+    scores and encoder rounding (vLLM's kernels vs transformers') decides which copy is kept."""
     rng = np.random.default_rng(seed)
-    video = np.zeros((frames, size, size, 3), dtype=np.uint8)
-    video[:] = rng.integers(0, 255, 3, dtype=np.uint8)
+    video = rng.integers(0, 255, (frames, size, size, 3), dtype=np.uint8)
     for i in range(frames):
         x = (i * 7 + seed * 13) % (size - 24)
         video[i, 10:34, x : x + 24] = rng.integers(0, 255, 3, dtype=np.uint8)
@@ -55,10 +62,18 @@ def clip(seed: int, frames: int, size: int, seconds: float) -> tuple[np.ndarray,
     audio = 0.2 * np.sin(2 * math.pi * (220 + 40 * seed) * t)
     beep = (t > seconds / 3) & (t < seconds / 3 + 0.4)
     audio[beep] += 0.4 * np.sin(2 * math.pi * 1500 * t[beep])
+    audio += 0.05 * rng.standard_normal(audio.shape)
     return video, audio.astype(np.float32)
 
 
-def cases() -> tuple[dict, dict[str, np.ndarray]]:
+def cases(out: Path, served: bool) -> tuple[dict, dict[str, np.ndarray]]:
+    if served:
+        with np.load(out / "served.npz") as data:
+            media = {"video_served": data["video"], "audio_served": data["audio"]}
+        spec = {
+            "served": {"content": [("video", "video_served")], "audio": ["audio_served"], "use_audio_in_video": True}
+        }
+        return spec, media
     video_a, audio_a = clip(1, 8, 112, 4.0)
     video_b, audio_b = clip(2, 12, 112, 6.0)
     image = clip(3, 1, 112, 1.0)[0][0]
@@ -81,12 +96,14 @@ def render(processor, content) -> str:
     )
 
 
-def main(out_dir: str) -> None:
+def main(out_dir: str, served: bool = False) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     processor = tiny_processor()
-    spec, media = cases()
-    np.savez(out / "media.npz", **media)
+    spec, media = cases(out, served)
+    if not served:
+        np.savez(out / "media.npz", **media)
+        write_synthetic_clip(out / "clip.mp4", seconds=4.0, fps=int(FPS), size=(112, 112))
     torch.manual_seed(0)
     weights = OmniSiftForConditionalGeneration(vllm_sized_config(0.25)).state_dict()
     results = {}
@@ -95,8 +112,9 @@ def main(out_dir: str) -> None:
         model.load_state_dict(weights)
         model.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"]]
         model.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
-        model.save_pretrained(out / f"keep_{keep}")
-        processor.save_pretrained(out / f"keep_{keep}")
+        if not served:
+            model.save_pretrained(out / f"keep_{keep}")
+            processor.save_pretrained(out / f"keep_{keep}")
         for name, case in spec.items():
             text = render(processor, case["content"])
             kwargs = {"text": [text], "return_tensors": "pt"}
@@ -140,8 +158,8 @@ def main(out_dir: str) -> None:
                 "unpruned_length": prompt_len,
                 "reply": generated[0, prompt_len:].tolist(),
             }
-    (out / "cases.json").write_text(json.dumps(results, indent=1))
+    (out / ("served.json" if served else "cases.json")).write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], served="--served" in sys.argv[2:])

@@ -57,6 +57,13 @@ class OmniSiftOmniVllmConfig(Qwen2_5OmniConfig):
 
 def keep_ratios_of(config) -> KeepRatios:
     """The configured [`KeepRatios`] of a thinker config, validated; errors name the `config.<field>`."""
+    if not hasattr(config, "keep_ratio"):
+        raise ValueError(
+            f"This checkpoint (model_type {getattr(config, 'model_type', None)!r}) is not an OmniSIFT checkpoint: its "
+            "config has no keep_ratio, yet its architecture names an OmniSIFT class. Convert a Qwen2.5-Omni "
+            "checkpoint with `omnisift-convert SRC DST` (in the package's own environment), or serve it without the "
+            "OmniSIFT architecture."
+        )
     return KeepRatios(
         keep=check_keep_ratio("config.keep_ratio", config.keep_ratio, allow_none=False),
         video=check_keep_ratio("config.video_keep_ratio", config.video_keep_ratio),
