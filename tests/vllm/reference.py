@@ -3,7 +3,8 @@ checkpoint vLLM can run on CPU, synthetic media, and the transformers model's pr
 
     python tests/vllm/reference.py OUT_DIR
 
-writes OUT_DIR/{keep_0.25,keep_1.0}/ (checkpoints, same weights, float32), OUT_DIR/media.npz, OUT_DIR/clip.mp4 (a
+writes OUT_DIR/{keep_0.25,keep_1.0}/ (thinker checkpoints, same weights, float32), OUT_DIR/full_0.25/ (a full
+checkpoint, talker included, whose thinker has the same weights), OUT_DIR/media.npz, OUT_DIR/clip.mp4 (a
 synthetic clip with audio, for `vllm serve`) and OUT_DIR/cases.json. Each case: the prompt text, its media, its
 processor kwargs, and per checkpoint the kept prompt ids the decoder reads, their M-RoPE positions, the greedy reply.
 
@@ -21,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnisift_hf import OmniSiftForConditionalGeneration
-from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_config, tiny_processor
+from omnisift_hf import OmniSiftForConditionalGeneration, OmniSiftOmniForConditionalGeneration
+from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_config, tiny_omni_config, tiny_processor, tiny_speakers
 from omnisift_hf.tools.synthetic import write_synthetic_clip
 
 MAX_NEW_TOKENS = 8
@@ -30,8 +31,8 @@ SAMPLING_RATE = 16000
 FPS = 2.0
 
 
-def vllm_sized_config(keep_ratio: float):
-    """`tiny_config` with attention heads of 32 (vLLM's CPU attention supports 32 and up)."""
+def vllm_sized_fields(keep_ratio: float) -> dict:
+    """`tiny_config` fields with attention heads of 32 (vLLM's CPU attention supports 32 and up)."""
     config = tiny_config(keep_ratio=keep_ratio)
     text = config.text_config.to_dict()
     text.update(
@@ -46,7 +47,22 @@ def vllm_sized_config(keep_ratio: float):
     vision.update(out_hidden_size=64)
     audio = config.audio_config.to_dict()
     audio.update(output_dim=64)
-    return tiny_config(keep_ratio=keep_ratio, text_config=text, vision_config=vision, audio_config=audio)
+    return {"keep_ratio": keep_ratio, "text_config": text, "vision_config": vision, "audio_config": audio}
+
+
+def vllm_sized_config(keep_ratio: float):
+    return tiny_config(**vllm_sized_fields(keep_ratio))
+
+
+def save_full_model(directory: Path, thinker_weights: dict, keep_ratio: float) -> None:
+    """A full OmniSIFT checkpoint (thinker, talker, token2wav; `model_type` omnisift_omni) whose thinker has
+    `thinker_weights`: vLLM serves its thinker and drops the rest."""
+    config = tiny_omni_config(**vllm_sized_fields(keep_ratio))
+    config.talker_config.embedding_size = config.thinker_config.text_config.hidden_size
+    model = OmniSiftOmniForConditionalGeneration(config).eval()
+    model.thinker.load_state_dict(thinker_weights)
+    model.speaker_map = tiny_speakers()
+    model.save_pretrained(directory)
 
 
 def clip(seed: int, frames: int, size: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +131,9 @@ def main(out_dir: str, served: bool = False) -> None:
         if not served:
             model.save_pretrained(out / f"keep_{keep}")
             processor.save_pretrained(out / f"keep_{keep}")
+            if keep == 0.25:
+                save_full_model(out / "full_0.25", weights, keep)
+                processor.save_pretrained(out / "full_0.25")
         for name, case in spec.items():
             text = render(processor, case["content"])
             kwargs = {"text": [text], "return_tensors": "pt"}

@@ -130,6 +130,16 @@ def request_fixture(request):
     return lambda keep: request.getfixturevalue("llm_compressed" if keep == "0.25" else "llm_full")
 
 
+def test_full_checkpoint_serves_its_thinker(reference, cases, media):
+    """A full OmniSIFT checkpoint (`OmniSiftOmniForConditionalGeneration`, talker and token2wav included) serves its
+    thinker: the same results as the thinker checkpoint with the same weights; the talker's weights are dropped."""
+    llm = load_llm(reference / "full_0.25")
+    names = ("video_audio_b", "text")
+    outputs = llm.generate([request(cases[name], media) for name in names], GREEDY)
+    for name, output in zip(names, outputs, strict=True):
+        check_against_reference(output, cases[name]["keep_0.25"])
+
+
 def test_request_keep_ratio_override(llm_compressed, cases, media):
     """`mm_processor_kwargs={"keep_ratio": 1.0}` on a compressing deployment gives the uncompressed model's result;
     `video_keep_ratio` / `audio_keep_ratio` are honoured too (fewer tokens kept at lower ratios)."""

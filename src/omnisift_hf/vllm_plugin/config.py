@@ -31,6 +31,12 @@ class OmniSiftVllmConfig(Qwen2_5OmniThinkerConfig):
     vision_start_token_id: int = 151652
     vision_end_token_id: int = 151653
 
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        # The thinker's `lm_head` is tied (or not) as the thinker config says, whatever its text config's flag (which
+        # vLLM's language model reads) defaults to.
+        self.text_config.tie_word_embeddings = self.tie_word_embeddings
+
     def validate_keep_ratios(self):
         """Part of `@strict` validation: every ratio lies in (0, 1]."""
         keep_ratios_of(self)
@@ -53,6 +59,9 @@ class OmniSiftOmniVllmConfig(Qwen2_5OmniConfig):
         if isinstance(self.thinker_config, dict):
             self.thinker_config = OmniSiftVllmConfig(**{**self.thinker_config, "model_type": "omnisift"})
         super().__post_init__(**kwargs)
+        # vLLM serves the thinker and reads the top level's flag: the thinker's decides (a full config leaves the top
+        # level's unset, and vLLM would then tie the thinker's untied `lm_head` to its embeddings).
+        self.tie_word_embeddings = self.thinker_config.tie_word_embeddings
 
 
 def keep_ratios_of(config) -> KeepRatios:
