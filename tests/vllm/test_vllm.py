@@ -89,6 +89,13 @@ def llm_full(reference):
     return load_llm(reference / "keep_1.0")
 
 
+# Engines live until the module ends: destroying one in this process tears down vLLM's parallel groups under the
+# others.
+@pytest.fixture(scope="module")
+def llm_full_checkpoint(reference):
+    return load_llm(reference / "full_0.25")
+
+
 def request(case: dict, media: dict, **knobs) -> dict:
     data = {}
     for kind, key in case["content"]:
@@ -130,10 +137,10 @@ def request_fixture(request):
     return lambda keep: request.getfixturevalue("llm_compressed" if keep == "0.25" else "llm_full")
 
 
-def test_full_checkpoint_serves_its_thinker(reference, cases, media):
+def test_full_checkpoint_serves_its_thinker(llm_full_checkpoint, cases, media):
     """A full OmniSIFT checkpoint (`OmniSiftOmniForConditionalGeneration`, talker and token2wav included) serves its
     thinker: the same results as the thinker checkpoint with the same weights; the talker's weights are dropped."""
-    llm = load_llm(reference / "full_0.25")
+    llm = llm_full_checkpoint
     names = ("video_audio_b", "text")
     outputs = llm.generate([request(cases[name], media) for name in names], GREEDY)
     for name, output in zip(names, outputs, strict=True):
