@@ -29,6 +29,7 @@ __all__ = [
     "compact_kept_tokens",
     "derive_keep_ratios",
     "drop_count",
+    "frame_drop_counts",
     "gather_kept_tokens",
     "media_layout",
     "media_runs",
@@ -399,12 +400,29 @@ def spatio_temporal_prune(
     temporal = F.cosine_similarity(x, x[partner], dim=-1)
     scores = torch.where(token_comparable, temporal, spatial)
 
+    drops = frame_drop_counts(frame_size, frame_is_second, frame_keep_ratio)
+    return segment_rank(scores, frame_of_video) >= drops[frame_of_video]
+
+
+def frame_drop_counts(
+    frame_size: torch.Tensor, frame_is_second: torch.Tensor, frame_keep_ratio: torch.Tensor
+) -> torch.Tensor:
+    """How many tokens STVP drops of each frame, `(F,)`: `floor(n_p * rho)` with `n_p` the size of the pair's first
+    frame, 0 for a second frame whose size differs from its first (kept whole), and never the whole frame. A function
+    of the sizes only, so a serving engine can size its placeholders before the encoders run.
+
+    Args:
+        frame_size (`torch.LongTensor` of shape `(F,)`): tokens per frame.
+        frame_is_second (`torch.BoolTensor` of shape `(F,)`): whether a frame is the second of its pair.
+        frame_keep_ratio (`torch.Tensor` of shape `(F,)`): keep ratio of each frame (its video's).
+    """
+    previous = (torch.arange(frame_size.shape[0], device=frame_size.device) - 1).clamp(min=0)
+    comparable = frame_is_second & (frame_size == frame_size[previous])
     pair_size = torch.where(frame_is_second, frame_size[previous], frame_size)
     # At least one token of each frame stays: the audio selector needs it, and only a ratio that rounds to 0 (below
     # 5e-7) would drop a whole frame; for every other ratio this is the reference's `int(n * rho)`.
     drops = torch.minimum(drop_count(pair_size, frame_keep_ratio), frame_size - 1)
-    drops = torch.where(frame_is_second & ~comparable, 0, drops)
-    return segment_rank(scores, frame_of_video) >= drops[frame_of_video]
+    return torch.where(frame_is_second & ~comparable, 0, drops)
 
 
 def top_audio_per_window(

@@ -16,6 +16,8 @@ from torch import nn
 from .compression import (
     KeepRatios,
     MediaLayout,
+    drop_count,
+    frame_drop_counts,
     media_layout,
     pad_segments,
     spatio_temporal_prune,
@@ -23,7 +25,7 @@ from .compression import (
     top_audio_per_window,
 )
 
-__all__ = ["OmniSiftAudioSelector", "TokenSelection", "select_tokens"]
+__all__ = ["OmniSiftAudioSelector", "TokenSelection", "kept_token_counts", "select_tokens"]
 
 
 class OmniSiftAudioSelector(nn.Module):
@@ -175,6 +177,44 @@ def select_tokens(
     )
 
 
+def _active_windows(layout: MediaLayout, kept_video_per_pair: torch.Tensor, audio_keep_ratio: torch.Tensor):
+    """`(P,)` bool: the windows VGAS scores: with kept video, at least two audio tokens, and a sample that drops
+    audio. The audio of the other windows stays."""
+    window = layout.window_of_audio
+    audio_per_pair = torch.bincount(window[window >= 0], minlength=layout.num_pairs)
+    return (kept_video_per_pair > 0) & (audio_per_pair > 1) & (audio_keep_ratio[layout.pair_sample] < 1)
+
+
+def kept_token_counts(layout: MediaLayout, ratios: KeepRatios) -> tuple[torch.Tensor, torch.Tensor]:
+    """How many tokens [`select_tokens`] keeps of each frame and of each audio window: a function of the layout and
+    the ratios only, never of the embeddings, so a serving engine can size a clip's placeholders before its encoders
+    run (the vLLM plugin does).
+
+    Args:
+        layout ([`MediaLayout`]): where the video and audio tokens are.
+        ratios ([`KeepRatios`]): the resolved ratios (the split is derived per sample of the layout).
+
+    Returns:
+        `tuple(torch.LongTensor, torch.LongTensor)`: kept tokens per frame `(F,)` and per window `(P,)` (a window's
+        audio is all kept when VGAS does not score it).
+    """
+    batch_size = int(layout.pair_sample.max().item()) + 1 if layout.num_pairs else 1
+    num_video = torch.bincount(layout.video_sample, minlength=batch_size)
+    prunable_audio = torch.bincount(layout.audio_sample[layout.window_of_audio >= 0], minlength=batch_size)
+    video_keep_ratio, audio_keep_ratio = ratios.per_sample(num_video, prunable_audio)
+    frame_sample = layout.pair_sample[layout.pair_of_frame]
+    frame_kept = layout.frame_size - frame_drop_counts(
+        layout.frame_size, layout.frame_is_second, video_keep_ratio[frame_sample]
+    )
+    kept_video_per_pair = torch.zeros(layout.num_pairs, dtype=torch.long, device=frame_kept.device)
+    kept_video_per_pair.index_add_(0, layout.pair_of_frame, frame_kept)
+    window = layout.window_of_audio
+    window_size = torch.bincount(window[window >= 0], minlength=layout.num_pairs)
+    active = _active_windows(layout, kept_video_per_pair, audio_keep_ratio)
+    window_kept = window_size - drop_count(window_size, audio_keep_ratio[layout.pair_sample])
+    return frame_kept, torch.where(active, window_kept, window_size)
+
+
 def _select_audio(
     selector: OmniSiftAudioSelector,
     flat_embeds: torch.Tensor,
@@ -194,8 +234,7 @@ def _select_audio(
     has_window = window >= 0
     video_pair = layout.pair_of_frame[layout.frame_of_video]  # (Nv,)
     kept_video_per_pair = torch.bincount(video_pair[video_keep], minlength=num_pairs)
-    audio_per_pair = torch.bincount(window[has_window], minlength=num_pairs)
-    active = (kept_video_per_pair > 0) & (audio_per_pair > 1) & (audio_keep_ratio[layout.pair_sample] < 1)
+    active = _active_windows(layout, kept_video_per_pair, audio_keep_ratio)
     active_pairs = torch.nonzero(active).squeeze(1)  # (W,)
     num_windows = active_pairs.shape[0]
     if num_windows == 0:
