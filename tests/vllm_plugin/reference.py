@@ -1,14 +1,14 @@
 """Build what the vLLM tests compare against, in the package's own environment (transformers 5.24): a tiny OmniSIFT
 checkpoint vLLM can run on CPU, synthetic media, and the transformers model's prefill and greedy tokens for each case.
 
-    python tests/vllm/reference.py OUT_DIR
+    python tests/vllm_plugin/reference.py OUT_DIR
 
 writes OUT_DIR/{keep_0.25,keep_1.0}/ (thinker checkpoints, same weights, float32), OUT_DIR/full_0.25/ (a full
 checkpoint, talker included, whose thinker has the same weights), OUT_DIR/media.npz, OUT_DIR/clip.mp4 (a
 synthetic clip with audio, for `vllm serve`) and OUT_DIR/cases.json. Each case: the prompt text, its media, its
 processor kwargs, and per checkpoint the kept prompt ids the decoder reads, their M-RoPE positions, the greedy reply.
 
-    python tests/vllm/reference.py OUT_DIR --served
+    python tests/vllm_plugin/reference.py OUT_DIR --served
 
 adds the case "served": clip.mp4 as vLLM decoded it (OUT_DIR/served.npz, written by the vLLM tests with vLLM's own
 media loader), so that a served answer is compared with the transformers model on the very same frames and samples.
@@ -25,6 +25,7 @@ import torch
 from omnisift_hf import OmniSiftForConditionalGeneration, OmniSiftOmniForConditionalGeneration
 from omnisift_hf.testing_utils import TINY_TOKEN_IDS, tiny_config, tiny_omni_config, tiny_processor, tiny_speakers
 from omnisift_hf.tools.synthetic import write_synthetic_clip
+from omnisift_hf.tools.vllm_benchmark import config_overrides
 
 MAX_NEW_TOKENS = 8
 SAMPLING_RATE = 16000
@@ -33,21 +34,7 @@ FPS = 2.0
 
 def vllm_sized_fields(keep_ratio: float) -> dict:
     """`tiny_config` fields with attention heads of 32 (vLLM's CPU attention supports 32 and up)."""
-    config = tiny_config(keep_ratio=keep_ratio)
-    text = config.text_config.to_dict()
-    text.update(
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=32,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [4, 6, 6]},
-    )
-    vision = config.vision_config.to_dict()
-    vision.update(out_hidden_size=64)
-    audio = config.audio_config.to_dict()
-    audio.update(output_dim=64)
-    return {"keep_ratio": keep_ratio, "text_config": text, "vision_config": vision, "audio_config": audio}
+    return {"keep_ratio": keep_ratio, **config_overrides(quick=True)}
 
 
 def vllm_sized_config(keep_ratio: float):

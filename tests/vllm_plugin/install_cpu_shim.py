@@ -1,5 +1,5 @@
 """Install `omnisift_vllm_cpu_shim` into the running Python's site-packages with a `.pth` hook (test environment
-only; README, "Serving with vLLM"): `python tests/vllm/install_cpu_shim.py`."""
+only; README, "Serving with vLLM"): `python tests/vllm_plugin/install_cpu_shim.py`."""
 
 import shutil
 import sysconfig

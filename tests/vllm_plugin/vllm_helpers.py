@@ -21,5 +21,7 @@ def main_python() -> str:
 
 
 def run_reference(out_dir: Path, *args: str) -> None:
-    """`tests/vllm/reference.py OUT_DIR ARGS` in the package's own environment."""
-    subprocess.run([main_python(), str(REPO / "tests" / "vllm" / "reference.py"), str(out_dir), *args], check=True)
+    """`tests/vllm_plugin/reference.py OUT_DIR ARGS` in the package's own environment."""
+    subprocess.run(
+        [main_python(), str(REPO / "tests" / "vllm_plugin" / "reference.py"), str(out_dir), *args], check=True
+    )
