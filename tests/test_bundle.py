@@ -10,9 +10,11 @@ from omnisift_hf.tools.bundle import backbone_bundles, write_bundles
 
 
 def test_one_bundle_folder_per_backbone():
-    assert set(backbone_bundles()) == {"qwen2_5_omni"}
-    assert sorted(path.name for path in (ROOT / "modeling").iterdir()) == ["qwen2_5_omni"]
+    assert set(backbone_bundles()) == {"qwen2_5_omni", "qwen3_omni_moe"}
+    assert sorted(path.name for path in (ROOT / "modeling").iterdir()) == ["qwen2_5_omni", "qwen3_omni_moe"]
     assert REMOTE_CODE_FILES == (
+        "_shared_configuration.py",
+        "_shared_modeling.py",
         "attention_policy.py",
         "compression.py",
         "configuration_omnisift.py",
@@ -46,10 +48,12 @@ def test_bundle_imports_only_torch_transformers_and_itself(name):
         "math",
         "typing",
         "collections",
+        "copy",
         "os",
         "re",
         "ast",
         "pathlib",
+        "sys",
         "threading",
     }
     for node in ast.walk(tree):

@@ -81,7 +81,7 @@ def test_save_pretrained_replaces_foreign_model_entries_of_auto_map(tmp_path):
 def test_config_save_pretrained_writes_its_own_code(tmp_path):
     OmniSiftConfig(keep_ratio=0.5).save_pretrained(tmp_path)
     # The configuration and the modules it imports (its ratio check, the bundle writer), as in the model's bundle.
-    code = {"configuration_omnisift.py", "compression.py", "remote_code.py"}
+    code = {"configuration_omnisift.py", "_shared_configuration.py", "compression.py", "remote_code.py"}
     assert code < set(REMOTE_CODE_FILES)
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", *code}
     assert_remote_code_files({name: (tmp_path / name).read_bytes() for name in code})

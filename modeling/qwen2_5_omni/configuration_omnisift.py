@@ -14,48 +14,23 @@ from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import (
     Qwen2_5OmniToken2WavConfig,
 )
 
-from .compression import check_keep_ratio
-from .remote_code import class_reference, write_remote_code
+from ._shared_configuration import SELECTOR_ESTIMATORS, OmniSiftConfigMixin, write_config_remote_code
 
 __all__ = ["SELECTOR_ESTIMATORS", "OmniSiftConfig", "OmniSiftOmniConfig"]
 
-# The selector's training estimators (`OmniSiftConfig.selector_estimator`).
-SELECTOR_ESTIMATORS = ("ste", "attention_policy")
-
-# `model_type`s whose config.json this class reads directly: the full Qwen2.5-Omni model (its `thinker_config`) and
+# `model_type`s whose config.json these classes read directly: the full Qwen2.5-Omni model (its `thinker_config`) and
 # the thinker alone, as `save_pretrained` of `Qwen2_5OmniThinkerForConditionalGeneration` writes it.
 _QWEN_OMNI_MODEL_TYPE = "qwen2_5_omni"
 _QWEN_OMNI_THINKER_MODEL_TYPE = "qwen2_5_omni_thinker"
 
 
 @strict
-class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
+class OmniSiftConfig(OmniSiftConfigMixin, Qwen2_5OmniThinkerConfig):
     r"""
     Configuration of [`OmniSiftForConditionalGeneration`]: every field of [`Qwen2_5OmniThinkerConfig`] plus the
-    OmniSIFT compression knobs. Loading a full Qwen2.5-Omni `config.json` reads its `thinker_config`.
-
-    The paper writes drop fractions, `rho = 1 - keep`; every knob here is a *keep* fraction.
-
-    keep_ratio (`float`, *optional*, defaults to 0.25):
-        Fraction of the audio + video tokens handed to the language model. Text and image tokens are never dropped.
-        `1.0` switches compression off (the model is then exactly Qwen2.5-Omni). Unless the per-modality ratios
-        below are set, the split between video and audio is derived per sample, see `derive_keep_ratios`.
-    video_keep_ratio (`float`, *optional*):
-        Fraction of the video tokens kept by spatio-temporal video pruning (STVP). Overrides the derived split.
-    audio_keep_ratio (`float`, *optional*):
-        Fraction of the audio tokens kept by the vision-guided audio selector (VGAS). Overrides the derived split.
-    selector_hidden_size (`int`, *optional*, defaults to 512):
-        Width of the selector's audio/video projections and cross-attention.
-    selector_num_heads (`int`, *optional*, defaults to 8):
-        Attention heads of the selector's cross-attention (not recoverable from weight shapes: the reference uses 8).
-    selector_mlp_size (`int`, *optional*, defaults to 256):
-        Hidden width of the selector's scoring MLP.
-    selector_estimator (`str`, *optional*, defaults to `"ste"`):
-        How training reaches the selector (inference is the same for both). `"ste"`: the published straight-through
-        gate `m = (hard - s).detach() + s` multiplied into the kept audio embeddings; it reaches kept tokens only.
-        `"attention_policy"`: the scored audio tokens all stay in the training sequence and the keep decision
-        `m = hard + z - stopgrad(z)` (on the selector's logit `z`) weighs each of them inside every decoder layer's
-        attention softmax, so dropped tokens get a gradient too (see `omnisift_hf.attention_policy`).
+    OmniSIFT compression knobs of [`~omnisift_hf.models._shared_configuration.OmniSiftConfigMixin`] (`keep_ratio`,
+    `video_keep_ratio`, `audio_keep_ratio`, `selector_hidden_size`, `selector_num_heads`, `selector_mlp_size`,
+    `selector_estimator`). Loading a full Qwen2.5-Omni `config.json` reads its `thinker_config`.
 
     Example:
 
@@ -69,63 +44,8 @@ class OmniSiftConfig(Qwen2_5OmniThinkerConfig):
 
     model_type = "omnisift"
     base_config_key = "thinker_config"
-
-    keep_ratio: float | int = 0.25
-    video_keep_ratio: float | int | None = None
-    audio_keep_ratio: float | int | None = None
-    selector_hidden_size: int = 512
-    selector_num_heads: int = 8
-    selector_mlp_size: int = 256
-    selector_estimator: str = "ste"
-    # Read by `get_rope_index` but not declared by the parent config: declared here so that a config built in code
-    # (not loaded from a Qwen checkpoint, which carries them) still works.
-    vision_start_token_id: int = 151652
-    vision_end_token_id: int = 151653
-
-    def validate_keep_ratios(self):
-        """Part of `@strict` validation: every ratio lies in (0, 1]."""
-        check_keep_ratio("keep_ratio", self.keep_ratio, allow_none=False)
-        check_keep_ratio("video_keep_ratio", self.video_keep_ratio)
-        check_keep_ratio("audio_keep_ratio", self.audio_keep_ratio)
-
-    def validate_selector_estimator(self):
-        """Part of `@strict` validation: a known training estimator."""
-        if self.selector_estimator not in SELECTOR_ESTIMATORS:
-            raise ValueError(
-                f'selector_estimator={self.selector_estimator!r}; use one of {SELECTOR_ESTIMATORS} ("ste": the '
-                'published straight-through gate; "attention_policy": keep decisions inside the attention softmax).'
-            )
-
-    def validate_selector_sizes(self):
-        """Part of `@strict` validation: the selector's sizes are positive and its heads divide its width."""
-        for name in ("selector_hidden_size", "selector_num_heads", "selector_mlp_size"):
-            value = getattr(self, name)
-            if value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
-        if self.selector_hidden_size % self.selector_num_heads != 0:
-            raise ValueError(
-                f"`selector_hidden_size` ({self.selector_hidden_size}) must be divisible by `selector_num_heads` "
-                f"({self.selector_num_heads})."
-            )
-
-    @classmethod
-    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs) -> tuple[dict[str, Any], dict[str, Any]]:
-        # Overwritten -- read Qwen2.5-Omni configs (full model or thinker) as OmniSIFT configs without the
-        # "model of type X to instantiate a model of type omnisift" warning; the knobs then take their defaults.
-        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if config_dict.get("model_type") == _QWEN_OMNI_MODEL_TYPE and cls.base_config_key in config_dict:
-            config_dict = dict(config_dict[cls.base_config_key])
-        if config_dict.get("model_type") == _QWEN_OMNI_THINKER_MODEL_TYPE:
-            config_dict = {**config_dict, "model_type": cls.model_type}
-            config_dict.pop("architectures", None)
-        return config_dict, kwargs
-
-    def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
-        # Overwritten -- also write this file (with what it imports) next to config.json and record it in `auto_map`,
-        # so that the directory loads with `trust_remote_code=True` where omnisift_hf is not installed. transformers'
-        # own copying (`register_for_auto_class`) cannot follow this package's imports across folders.
-        _write_config_remote_code(self, save_directory)
-        super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+    backbone_model_type = _QWEN_OMNI_MODEL_TYPE
+    backbone_thinker_model_type = _QWEN_OMNI_THINKER_MODEL_TYPE
 
 
 @strict
@@ -168,13 +88,5 @@ class OmniSiftOmniConfig(Qwen2_5OmniConfig):
 
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs) -> None:
         # Overwritten -- as `OmniSiftConfig.save_pretrained`: the remote-code files and `auto_map` next to config.json.
-        _write_config_remote_code(self, save_directory)
+        write_config_remote_code(self, save_directory)
         super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
-
-
-def _write_config_remote_code(config, save_directory: str | os.PathLike) -> None:
-    """Write this file's remote-code bundle into `save_directory` and point `config.auto_map["AutoConfig"]` at the
-    config's class in it."""
-    config.auto_map = {**(getattr(config, "auto_map", None) or {}), "AutoConfig": class_reference(type(config))}
-    os.makedirs(save_directory, exist_ok=True)
-    write_remote_code(save_directory, __file__)

@@ -1,4 +1,4 @@
-"""omnisift_hf: OmniSIFT token compression for Qwen2.5-Omni, as a native transformers model.
+"""omnisift_hf: OmniSIFT token compression for Qwen2.5-Omni and Qwen3-Omni, as native transformers models.
 
 `import omnisift_hf` registers each backbone's model type with the transformers Auto classes and the `omni-qa`
 pipeline task. It imports the library only: the tools (`omnisift_hf.tools`) and the tiny test builders
@@ -38,6 +38,11 @@ if _TRANSFORMERS_SUPPORTED:
         OmniSiftOmniForConditionalGeneration,
         OmniSiftOmniGenerateOutput,
     )
+    from .models.qwen3_omni_moe import (
+        OmniSiftQwen3OmniCausalLMOutputWithPast,
+        OmniSiftQwen3OmniConfig,
+        OmniSiftQwen3OmniForConditionalGeneration,
+    )
     from .pipeline_omni_qa import OmniQAPipeline
     from .training import EncodedOmniQADataset, OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
 
@@ -57,6 +62,9 @@ __all__ = [
     "OmniSiftOmniConfig",
     "OmniSiftOmniForConditionalGeneration",
     "OmniSiftOmniGenerateOutput",
+    "OmniSiftQwen3OmniCausalLMOutputWithPast",
+    "OmniSiftQwen3OmniConfig",
+    "OmniSiftQwen3OmniForConditionalGeneration",
     "TokenSelection",
     "TrainableParameters",
     "VideoSampling",

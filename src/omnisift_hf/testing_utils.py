@@ -1,12 +1,16 @@
-"""A tiny random OmniSIFT configuration: offline, CPU-sized, with the real Qwen2.5-Omni structure.
+"""Tiny random OmniSIFT configurations: offline, CPU-sized, with the real Qwen2.5-Omni and Qwen3-Omni structures.
 
-Used by the tests, the examples and anyone who wants to try the API without downloading 7B weights. All sizes
-follow the Qwen2.5-Omni processor's assumptions (128 mel bins, 14-pixel patches, temporal patch 2, merge size 2,
-25 position ids per second, 2-second chunks) so that real processor outputs fit the model.
+Used by the tests, the examples and anyone who wants to try the API without downloading 7B weights. The Qwen2.5-Omni
+sizes follow its processor's assumptions (128 mel bins, 14-pixel patches, temporal patch 2, merge size 2, 25
+position ids per second, 2-second chunks) so that real processor outputs fit the model; the Qwen3-Omni ones follow
+its processor's (128 mel bins, 16-pixel patches, temporal patch 2, merge size 2, 13 position ids and about 13 audio
+tokens per second, audio interleaved by timestamp).
 """
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from tokenizers import Regex, Tokenizer, pre_tokenizers, trainers
@@ -16,6 +20,8 @@ from transformers import (
     Qwen2Tokenizer,
     Qwen2VLImageProcessor,
     Qwen2VLVideoProcessor,
+    Qwen3OmniMoeProcessor,
+    Qwen3OmniMoeThinkerConfig,
     WhisperFeatureExtractor,
 )
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
@@ -26,11 +32,15 @@ from .models.qwen2_5_omni.modeling_omnisift import (
     OmniSiftForConditionalGeneration,
     OmniSiftOmniForConditionalGeneration,
 )
+from .models.qwen3_omni_moe.configuration_omnisift import OmniSiftQwen3OmniConfig
+from .models.qwen3_omni_moe.modeling_omnisift import OmniSiftQwen3OmniForConditionalGeneration
 from .processing_omnisift import DEFAULT_SYSTEM_PROMPT
 
 __all__ = [
+    "QWEN3_AUDIO_TOKENS_PER_SECOND",
     "TINY_TOKEN_IDS",
     "audio_token_count",
+    "qwen3_audio_token_count",
     "save_tiny_default",
     "tiny_config",
     "tiny_inputs",
@@ -38,6 +48,11 @@ __all__ = [
     "tiny_omni_config",
     "tiny_omni_model",
     "tiny_processor",
+    "tiny_qwen3_config",
+    "tiny_qwen3_inputs",
+    "tiny_qwen3_model",
+    "tiny_qwen3_processor",
+    "tiny_qwen3_stock_config",
     "tiny_speakers",
     "tiny_tokenizer",
 ]
@@ -207,6 +222,29 @@ def _chunks(times: list[float]) -> list[int]:
     return [sizes.get(i, 0) for i in range(max(sizes) + 1)] if sizes else []
 
 
+def _chunked_interleave(num_frames: int, per_frame: int, seconds_per_grid: float, num_audio: int) -> list[int]:
+    """Qwen2.5-Omni's placeholders of a video with its audio: 2-second chunks of video tokens, each followed by the
+    audio tokens of the same 2 seconds."""
+    video_times = [i * seconds_per_grid * AUDIO_TOKENS_PER_SECOND for i in range(num_frames) for _ in range(per_frame)]
+    video_chunks = _chunks(video_times)
+    audio_chunks = _chunks(list(range(num_audio)))
+    tokens = []
+    for j in range(max(len(video_chunks), len(audio_chunks))):
+        tokens += [TINY_TOKEN_IDS["video"]] * (video_chunks[j] if j < len(video_chunks) else 0)
+        tokens += [TINY_TOKEN_IDS["audio"]] * (audio_chunks[j] if j < len(audio_chunks) else 0)
+    return tokens
+
+
+@dataclass(frozen=True)
+class _TinyLayout:
+    """How a backbone's processor lays out placeholders: vision patch size (flattened), audio tokens from mel frames,
+    and the tokens of a video interleaved with its audio `(num_frames, per_frame, seconds_per_grid, num_audio)`."""
+
+    patch_dim: int
+    audio_token_count: Callable[[int], int]
+    interleave: Callable[[int, int, float, int], list[int]]
+
+
 def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: float = 1.0) -> dict:
     """Model inputs for a batch of synthetic samples, left-padded, laid out exactly as `Qwen2_5OmniProcessor` lays
     out placeholders (video and audio interleaved in 2-second chunks when a video has audio). Media are random.
@@ -218,6 +256,13 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
       ("audio", mel)                   a separate audio item
       ("image", h, w)                  an image of h x w patches
     """
+    return _tiny_inputs(
+        samples, seed, seconds_per_grid, _TinyLayout(PATCH_DIM, audio_token_count, _chunked_interleave)
+    )
+
+
+def _tiny_inputs(samples: list[list[tuple]], seed: int, seconds_per_grid: float, layout: _TinyLayout) -> dict:
+    """`tiny_inputs` / `tiny_qwen3_inputs` for the placeholder `layout` of a backbone."""
     generator = torch.Generator().manual_seed(seed)
     rows, videos, audios, images, use_audio_in_video = [], [], [], [], False
     for segments in samples:
@@ -236,7 +281,7 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
                 )
             elif kind == "audio":
                 audios.append(segment[1])
-                n = audio_token_count(segment[1])
+                n = layout.audio_token_count(segment[1])
                 tokens += (
                     [TINY_TOKEN_IDS["audio_start"]] + [TINY_TOKEN_IDS["audio"]] * n + [TINY_TOKEN_IDS["audio_end"]]
                 )
@@ -253,15 +298,8 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
                     continue
                 use_audio_in_video = True
                 audios.append(mel)
-                video_times = [
-                    i * seconds_per_grid * AUDIO_TOKENS_PER_SECOND for i in range(t) for _ in range(per_frame)
-                ]
-                video_chunks = _chunks(video_times)
-                audio_chunks = _chunks(list(range(audio_token_count(mel))))
                 tokens += [TINY_TOKEN_IDS["vision_start"], TINY_TOKEN_IDS["audio_start"]]
-                for j in range(max(len(video_chunks), len(audio_chunks))):
-                    tokens += [TINY_TOKEN_IDS["video"]] * (video_chunks[j] if j < len(video_chunks) else 0)
-                    tokens += [TINY_TOKEN_IDS["audio"]] * (audio_chunks[j] if j < len(audio_chunks) else 0)
+                tokens += layout.interleave(t, per_frame, seconds_per_grid, layout.audio_token_count(mel))
                 tokens += [TINY_TOKEN_IDS["audio_end"], TINY_TOKEN_IDS["vision_end"]]
         tokens += torch.randint(1, 139, (3,), generator=generator).tolist() + [
             TINY_TOKEN_IDS["im_end"],
@@ -279,11 +317,11 @@ def tiny_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: flo
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if videos:
         patches = sum(t * h * w for t, h, w in videos)
-        inputs["pixel_values_videos"] = torch.randn(patches, PATCH_DIM, generator=generator)
+        inputs["pixel_values_videos"] = torch.randn(patches, layout.patch_dim, generator=generator)
         inputs["video_grid_thw"] = torch.tensor(videos, dtype=torch.long)
         inputs["video_second_per_grid"] = torch.full((len(videos),), seconds_per_grid)
     if images:
-        inputs["pixel_values"] = torch.randn(sum(h * w for h, w in images), PATCH_DIM, generator=generator)
+        inputs["pixel_values"] = torch.randn(sum(h * w for h, w in images), layout.patch_dim, generator=generator)
         inputs["image_grid_thw"] = torch.tensor([(1, h, w) for h, w in images], dtype=torch.long)
     if audios:
         frames = max(audios)
@@ -418,9 +456,14 @@ def tiny_model(seed: int = 0, **config_overrides):
     with a generation config that stops at `<|im_end|>` and pads with `<|endoftext|>`."""
     torch.manual_seed(seed)
     model = OmniSiftForConditionalGeneration(tiny_config(**config_overrides)).eval()
-    model.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
-    model.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    _tiny_generation_settings(model.generation_config)
     return model
+
+
+def _tiny_generation_settings(generation_config) -> None:
+    """Stop at `<|im_end|>` (or `<|endoftext|>`) and pad with `<|endoftext|>`, as Qwen's omni models do."""
+    generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
+    generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
 
 
 def tiny_omni_model(seed: int = 0, enable_audio_output: bool = True, **thinker_overrides):
@@ -428,8 +471,7 @@ def tiny_omni_model(seed: int = 0, enable_audio_output: bool = True, **thinker_o
     the thinker's generation settings of `tiny_model` and the speakers of `tiny_speakers(seed)`."""
     torch.manual_seed(seed)
     model = OmniSiftOmniForConditionalGeneration(tiny_omni_config(enable_audio_output, **thinker_overrides)).eval()
-    model.thinker.generation_config.eos_token_id = [TINY_TOKEN_IDS["im_end"], TINY_TOKEN_IDS["endoftext"]]
-    model.thinker.generation_config.pad_token_id = TINY_TOKEN_IDS["pad"]
+    _tiny_generation_settings(model.thinker.generation_config)
     model.speaker_map = tiny_speakers(seed)
     return model
 
@@ -440,3 +482,155 @@ def save_tiny_default(directory, seed: int = 0) -> str:
     tiny_model(seed).save_pretrained(directory)
     tiny_processor().save_pretrained(directory)
     return os.fspath(directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Qwen3-Omni: the MoE thinker on the same tiny vocabulary
+# ---------------------------------------------------------------------------------------------------------------------
+QWEN3_PATCH_DIM = 3 * 2 * 16 * 16  # channels * temporal patch * patch * patch
+# Qwen3-Omni's processor: 13 M-RoPE temporal ids per second, and about 13 audio tokens per second of audio.
+QWEN3_AUDIO_TOKENS_PER_SECOND = 13
+
+
+def qwen3_audio_token_count(num_mel_frames: int, n_window: int = 50) -> int:
+    """Audio tokens the Qwen3-Omni audio encoder makes from `num_mel_frames` mel frames (13 per 100 frames, i.e. per
+    second, plus those of the last partial window)."""
+    window = 2 * n_window
+    rest = (num_mel_frames % window - 1) // 2 + 1
+    return ((rest - 1) // 2 + 1 - 1) // 2 + 1 + (num_mel_frames // window) * 13
+
+
+def _timestamp_interleave(num_frames: int, per_frame: int, seconds_per_grid: float, num_audio: int) -> list[int]:
+    """Qwen3-Omni's placeholders of a video with its audio (as `Qwen3OmniMoeProcessor.replace_video_with_audio_token`):
+    each frame grid at its start time, followed by the audio tokens up to the next grid (one position id each)."""
+    video_times = [
+        i * seconds_per_grid * QWEN3_AUDIO_TOKENS_PER_SECOND for i in range(num_frames) for _ in range(per_frame)
+    ]
+    tokens, video, audio = [], 0, 0
+    while video < len(video_times) and audio < num_audio:
+        if video_times[video] <= audio:
+            tokens.append(TINY_TOKEN_IDS["video"])
+            video += 1
+        else:
+            tokens.append(TINY_TOKEN_IDS["audio"])
+            audio += 1
+    return (
+        tokens
+        + [TINY_TOKEN_IDS["video"]] * (len(video_times) - video)
+        + [TINY_TOKEN_IDS["audio"]] * (num_audio - audio)
+    )
+
+
+def _tiny_qwen3_fields() -> dict:
+    """The fields of the tiny Qwen3-Omni thinker config (see `tiny_qwen3_config`), without the OmniSIFT knobs."""
+    ids = TINY_TOKEN_IDS
+    return {
+        "text_config": {
+            "vocab_size": TINY_VOCAB_SIZE,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "moe_intermediate_size": 16,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "num_experts": 4,
+            "num_experts_per_tok": 2,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [2, 1, 1]},
+            "pad_token_id": ids["pad"],
+            "eos_token_id": ids["im_end"],
+        },
+        "vision_config": {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0, 1],
+        },
+        "audio_config": {
+            "num_mel_bins": 128,
+            "encoder_layers": 2,
+            "encoder_attention_heads": 2,
+            "encoder_ffn_dim": 64,
+            "d_model": 32,
+            "output_dim": 32,
+            "downsample_hidden_size": 8,
+        },
+        "audio_token_id": ids["audio"],
+        "image_token_id": ids["image"],
+        "video_token_id": ids["video"],
+        "vision_start_token_id": ids["vision_start"],
+        "vision_end_token_id": ids["vision_end"],
+        "audio_start_token_id": ids["audio_start"],
+        "user_token_id": 5,
+        "position_id_per_seconds": QWEN3_AUDIO_TOKENS_PER_SECOND,
+    }
+
+
+def tiny_qwen3_config(**overrides) -> OmniSiftQwen3OmniConfig:
+    """A Qwen3-Omni MoE thinker config: text hidden size 32 (3 layers, 4 experts, 2 per token), a 2-block vision
+    encoder (16-pixel patches) whose two blocks both feed deepstack (added after decoder layers 0 and 1), a 2-layer
+    audio encoder, 13 position ids per second (the Qwen3-Omni processor's), plus the OmniSIFT knobs. Keyword arguments
+    override top-level fields (e.g. `keep_ratio=0.35`)."""
+    fields = {**_tiny_qwen3_fields(), "selector_hidden_size": 16, "selector_num_heads": 2, "selector_mlp_size": 8}
+    return OmniSiftQwen3OmniConfig(**{**fields, **overrides})
+
+
+def tiny_qwen3_stock_config(**overrides) -> Qwen3OmniMoeThinkerConfig:
+    """The stock `Qwen3OmniMoeThinkerConfig` with exactly the sizes and token ids of `tiny_qwen3_config` (no OmniSIFT
+    knobs): what equivalence tests build the stock thinker from."""
+    return Qwen3OmniMoeThinkerConfig(**{**_tiny_qwen3_fields(), **overrides})
+
+
+def tiny_qwen3_model(seed: int = 0, **config_overrides) -> OmniSiftQwen3OmniForConditionalGeneration:
+    """A randomly initialised `OmniSiftQwen3OmniForConditionalGeneration` on `tiny_qwen3_config(**config_overrides)`,
+    in eval mode, with the generation settings of `tiny_model`."""
+    torch.manual_seed(seed)
+    model = OmniSiftQwen3OmniForConditionalGeneration(tiny_qwen3_config(**config_overrides)).eval()
+    _tiny_generation_settings(model.generation_config)
+    return model
+
+
+# The tiny Qwen3-Omni chat template: `TINY_CHAT_TEMPLATE` without the default system turn (Qwen3-Omni's template adds
+# none).
+TINY_QWEN3_CHAT_TEMPLATE = TINY_CHAT_TEMPLATE.replace(
+    "{%- if messages[0]['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' -}}"
+    "{%- endif -%}",
+    "",
+)
+
+
+def tiny_qwen3_processor() -> Qwen3OmniMoeProcessor:
+    """A `Qwen3OmniMoeProcessor` for `tiny_qwen3_model`: `tiny_tokenizer()`, Qwen2-VL image/video processors with
+    Qwen3-Omni's 16-pixel patches (temporal patch 2, merge size 2; video frames within the processor's 128..768
+    tokens of 32 x 32 pixels) and the 128-bin Whisper feature extractor (16 kHz), with a chat template like
+    `TINY_CHAT_TEMPLATE` but without a default system turn. Its placeholder layout is `tiny_qwen3_inputs`' (13 audio
+    tokens per second, audio interleaved by timestamp). `save_pretrained` / `AutoProcessor.from_pretrained`
+    round-trip offline."""
+    vision = {
+        "patch_size": 16,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+        "image_mean": list(CLIP_MEAN),
+        "image_std": list(CLIP_STD),
+    }
+    video_size = {"shortest_edge": 128 * 32 * 32, "longest_edge": 768 * 32 * 32}
+    return Qwen3OmniMoeProcessor(
+        image_processor=Qwen2VLImageProcessor(**vision),
+        video_processor=Qwen2VLVideoProcessor(**vision, size=video_size),
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=SAMPLING_RATE, chunk_length=300),
+        tokenizer=tiny_tokenizer(),
+        chat_template=TINY_QWEN3_CHAT_TEMPLATE,
+    )
+
+
+def tiny_qwen3_inputs(samples: list[list[tuple]], seed: int = 0, seconds_per_grid: float = 1.0) -> dict:
+    """Model inputs of `tiny_qwen3_model` for a batch of synthetic samples (the segments of `tiny_inputs`),
+    left-padded, laid out as `Qwen3OmniMoeProcessor` lays out placeholders: 16-pixel patches, about 13 audio tokens
+    per second (`qwen3_audio_token_count`), a video's audio interleaved by timestamp (each frame grid followed by the
+    audio up to the next grid). `seconds_per_grid` may be fractional (`2 / fps`). Media are random."""
+    layout = _TinyLayout(QWEN3_PATCH_DIM, qwen3_audio_token_count, _timestamp_interleave)
+    return _tiny_inputs(samples, seed, seconds_per_grid, layout)

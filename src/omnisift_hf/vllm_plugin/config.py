@@ -10,36 +10,27 @@ from huggingface_hub.dataclasses import strict
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
 
 from ..compression import KeepRatios, check_keep_ratio
+from ..models._shared_configuration import OmniSiftConfigMixin
 
 __all__ = ["OmniSiftOmniVllmConfig", "OmniSiftVllmConfig", "keep_ratios_of"]
 
 
 @strict
-class OmniSiftVllmConfig(Qwen2_5OmniThinkerConfig):
+class OmniSiftVllmConfig(OmniSiftConfigMixin, Qwen2_5OmniThinkerConfig):
     """An OmniSIFT thinker checkpoint's config (`model_type` `omnisift`) in a vLLM environment: the Qwen2.5-Omni
-    thinker's fields plus the compression knobs (see `omnisift_hf.OmniSiftConfig` for their meaning)."""
+    thinker's fields plus the compression knobs, their validation and defaults (`OmniSiftConfigMixin`, the same as
+    `omnisift_hf.OmniSiftConfig`'s)."""
 
     model_type = "omnisift"
-
-    keep_ratio: float | int = 0.25
-    video_keep_ratio: float | int | None = None
-    audio_keep_ratio: float | int | None = None
-    selector_hidden_size: int = 512
-    selector_num_heads: int = 8
-    selector_mlp_size: int = 256
-    selector_estimator: str = "ste"
-    vision_start_token_id: int = 151652
-    vision_end_token_id: int = 151653
+    base_config_key = "thinker_config"
+    backbone_model_type = "qwen2_5_omni"
+    backbone_thinker_model_type = "qwen2_5_omni_thinker"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         # The thinker's `lm_head` is tied (or not) as the thinker config says, whatever its text config's flag (which
         # vLLM's language model reads) defaults to.
         self.text_config.tie_word_embeddings = self.tie_word_embeddings
-
-    def validate_keep_ratios(self):
-        """Part of `@strict` validation: every ratio lies in (0, 1]."""
-        keep_ratios_of(self)
 
     @property
     def thinker_config(self) -> "OmniSiftVllmConfig":
