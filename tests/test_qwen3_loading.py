@@ -435,3 +435,19 @@ def test_trust_remote_code_without_omnisift_hf(omnisift_checkpoint, tmp_path):
         assert result["module"].startswith("transformers_modules.") and result["module"].endswith(".modeling_omnisift")
         assert result["class"] == CLASS_NAME
         assert torch.equal(result["logits"], expected.logits), auto_class
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_converter_refuses_qwen3_omni_and_names_the_way(tmp_path, full):
+    """`omnisift-convert` handles Qwen2.5-Omni only: a Qwen3-Omni SRC (thinker or full config) is refused before any
+    file is written, and the error names the Qwen3 route (from_pretrained + save_pretrained)."""
+    from omnisift_hf.models.qwen2_5_omni.convert import convert
+
+    src = tmp_path / "src"
+    src.mkdir()
+    thinker = tiny_qwen3_stock_config().to_dict()
+    config = {"model_type": "qwen3_omni_moe", "thinker_config": thinker} if full else thinker
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"OmniSiftQwen3OmniForConditionalGeneration\.from_pretrained"):
+        convert(src, tmp_path / "dst")
+    assert not (tmp_path / "dst").exists()

@@ -750,7 +750,14 @@ def _read_config(source: Path) -> dict:
     if config_dict.get("model_type") == OmniSiftOmniConfig.model_type and isinstance(thinker, dict):
         config_dict = {**thinker, "model_type": OmniSiftConfig.model_type}  # a full model this package saved
     if config_dict.get("model_type") != OmniSiftConfig.model_type:
-        raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.")
+        hint = ""
+        if str(raw.get("model_type", "")).startswith(("qwen3_omni_moe", "omnisift_qwen3_omni")):
+            hint = (
+                " The converter handles Qwen2.5-Omni only; for Qwen3-Omni load SRC with "
+                "`OmniSiftQwen3OmniForConditionalGeneration.from_pretrained(SRC)` (full or thinker checkpoint) and "
+                "write DST with its `save_pretrained(DST, processor=...)`."
+            )
+        raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.{hint}")
     text_config = config_dict.get("text_config")
     hidden_size = text_config.get("hidden_size") if isinstance(text_config, dict) else None
     if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
