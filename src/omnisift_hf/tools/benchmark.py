@@ -5,6 +5,7 @@
     python -m omnisift_hf.benchmark --quick                  # a smoke run: tiny model, one short clip, 1 repeat
     python -m omnisift_hf.benchmark --sections flops         # one section (flops, prefill, generate, batch, talker)
     python -m omnisift_hf.benchmark --talker                 # spoken replies only (same as --sections talker)
+    python -m omnisift_hf.benchmark --backbone qwen3_omni_moe  # FLOPs of the Qwen3-Omni-30B-A3B thinker (flops only)
 
 Sections (all keep ratios of one section are measured side by side in the same run):
 
@@ -12,7 +13,11 @@ Sections (all keep ratios of one section are measured side by side in the same r
   see `omnisift_hf.tools.profiling.MetaPrefillFlops` for what is counted how), split into vision encoder, audio
   encoder, compression (the selector; STVP has no matrix product), decoder and lm_head, for 2 fps clips with audio at
   the processor's default resolution (24 x 24 patches per temporal slice of 2 frames -> 144 LLM tokens per second of
-  video, 25 audio tokens per second). Deterministic: no timing.
+  video, 25 audio tokens per second). Deterministic: no timing. With `--backbone qwen3_omni_moe` (the only section
+  that backbone has): the real Qwen3-Omni-30B-A3B MoE thinker instead (`MetaQwen3PrefillFlops`: each token counts the
+  router and the 8 experts it is routed to, not all 128), for 2 fps clips at the Qwen3-Omni processor's minimum
+  resolution (24 x 24 16-pixel patches per temporal slice -> 144 LLM tokens per second of video, 13 audio tokens per
+  second, laid out as its processor interleaves them).
 - `prefill`: the mid-size random config (text hidden 1024, 8 layers, 16 / 4 heads, intermediate 2816; vision depth 2,
   hidden 128; audio 2 layers, d_model 128; tiny vocabulary) on a 20 s clip: FLOPs of a real forward, median prefill
   time, the compression step's time (the model's `select_tokens` is wrapped from here, never timed inside the
@@ -76,16 +81,19 @@ from ..testing_utils import (
 )
 from .profiling import (
     MetaPrefillFlops,
+    MetaQwen3PrefillFlops,
     MetaTalkerPrefillFlops,
     clip_segments,
     count_prefill_flops,
     measure_clip_layouts,
     qwen2_5_omni_config,
     qwen2_5_omni_talker_config,
+    qwen3_omni_config,
 )
 from .reporting import cpu_name, fmt, markdown_table, median, ratio
 
 __all__ = [
+    "BACKBONES",
     "DEFAULT_SECTIONS",
     "MID_SIZE",
     "MID_SIZE_TALKER",
@@ -94,6 +102,7 @@ __all__ = [
     "StageClock",
     "Stopwatch",
     "TokenClock",
+    "flops_section",
     "format_markdown",
     "main",
     "run",
@@ -105,6 +114,8 @@ __all__ = [
 ]
 
 SECTIONS = ("flops", "prefill", "generate", "batch", "talker")
+# `--backbone`: the sections each one has (Qwen3-Omni: the real-size FLOPs only).
+BACKBONES = {"qwen2_5_omni": SECTIONS, "qwen3_omni_moe": ("flops",)}
 # What runs without `--sections` / `--talker`: the thinker's sections (the spoken-reply one builds a second model).
 DEFAULT_SECTIONS = ("flops", "prefill", "generate", "batch")
 
@@ -507,8 +518,13 @@ def flops_section(
     keep_ratios: list[float],
     patches: tuple[int, int] = (24, 24),
     progress: bool = True,
+    backbone: str = "qwen2_5_omni",
 ) -> dict:
-    """Prefill FLOPs of the real Qwen2.5-Omni thinkers on the meta device (see `MetaPrefillFlops`)."""
+    """Prefill FLOPs of the real Qwen2.5-Omni thinkers on the meta device (see `MetaPrefillFlops`); with
+    `backbone="qwen3_omni_moe"`, of the real Qwen3-Omni-30B-A3B thinker (`MetaQwen3PrefillFlops`; `models` is
+    ignored)."""
+    if backbone == "qwen3_omni_moe":
+        return _qwen3_flops_section(seconds, keep_ratios, patches, progress)
     bar = _progress(len(seconds) * len(keep_ratios) * (1 + len(models)), "FLOPs (meta device)", progress)
     layouts = {}
     for clip in seconds:
@@ -546,6 +562,53 @@ def flops_section(
         "clip": (
             f"2 fps, {patches[0]} x {patches[1]} patches per temporal slice ({patches[0] * patches[1] // 4} video "
             f"tokens/s), {AUDIO_TOKENS_PER_SECOND} audio tokens/s, 16 + 24 text tokens"
+        ),
+        "rows": rows,
+    }
+
+
+def _qwen3_flops_section(
+    seconds: list[int], keep_ratios: list[float], patches: tuple[int, int], progress: bool
+) -> dict:
+    """`flops_section` for the Qwen3-Omni-30B-A3B thinker (layouts from the tiny Qwen3 model on the Qwen3 processor's
+    layout)."""
+    bar = _progress(len(seconds) * len(keep_ratios) * 2, "Qwen3-Omni FLOPs (meta device)", progress)
+    counter = MetaQwen3PrefillFlops(qwen3_omni_config())
+    text = counter.config.text_config
+    rows = []
+    for clip in seconds:
+        layouts = measure_clip_layouts(clip, keep_ratios, patches=tuple(patches), backbone="qwen3_omni_moe")
+        bar.update(len(layouts))
+        clip_rows = []
+        for layout in layouts:
+            flops = counter.count(layout)
+            clip_rows.append(
+                {
+                    "model": "Qwen3-Omni-30B-A3B",
+                    "seconds": clip,
+                    "keep_ratio": layout.keep_ratio,
+                    "layout": layout.to_dict(),
+                    "flops": flops,
+                    "total_flops": flops["total"],
+                    "decoder_share": (flops["decoder"] + flops["lm_head"]) / flops["total"],
+                }
+            )
+            bar.update()
+        _relative(clip_rows, ("total_flops",))
+        rows += clip_rows
+    bar.close()
+    return {
+        "backbone": "qwen3_omni_moe",
+        "method": (
+            "torch.utils.flop_counter.FlopCounterMode on the meta device, stage by stage (matrix products only, "
+            f"attention dense; each MoE layer counts its router and the {text.num_experts_per_tok} of "
+            f"{text.num_experts} experts each token is routed to); token counts and selector shapes from a CPU run of "
+            "the tiny Qwen3 model on the same layout"
+        ),
+        "clip": (
+            f"2 fps, {patches[0]} x {patches[1]} 16-pixel patches per temporal slice "
+            f"({patches[0] * patches[1] // 4} video tokens/s), 13 audio tokens/s interleaved by timestamp, "
+            "16 + 24 text tokens"
         ),
         "rows": rows,
     }
@@ -941,7 +1004,10 @@ def build_parser() -> argparse.ArgumentParser:
         nargs=2,
         default=[24, 24],
         metavar=("ROWS", "COLUMNS"),
-        help="14-pixel patches per frame (default 24 24: the processor's default resolution)",
+        help=(
+            "14-pixel patches per frame (default 24 24: the processor's default resolution; 16-pixel patches with "
+            "--backbone qwen3_omni_moe, 24 24 = its processor's minimum resolution)"
+        ),
     )
     parser.add_argument("--keep-ratios", type=float, nargs="+", default=[1.0, 0.35, 0.25])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median reported)")
@@ -979,6 +1045,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-seconds", type=int, nargs="+", default=[4, 5, 6, 7, 8, 9, 10, 11], help="clip length of each sample"
     )
     parser.add_argument("--batch-keep-ratio", type=float, default=0.25)
+    parser.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        default="qwen2_5_omni",
+        help="qwen3_omni_moe: the `flops` section for the Qwen3-Omni-30B-A3B thinker (default qwen2_5_omni)",
+    )
     parser.add_argument("--flops-models", nargs="+", choices=["7B", "3B"], default=["7B", "3B"])
     parser.add_argument("--flops-seconds", type=int, nargs="+", default=[10, 20, 30, 60])
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
@@ -991,10 +1063,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the requested sections; returns the report (what `--json` writes)."""
+    backbone = getattr(args, "backbone", "qwen2_5_omni")
+    if args.sections is None and backbone != "qwen2_5_omni":
+        args.sections = list(BACKBONES[backbone])
     if args.sections is None:
         args.sections = ["talker"] if args.talker else list(DEFAULT_SECTIONS)
     elif args.talker and "talker" not in args.sections:
         args.sections = [*args.sections, "talker"]
+    unsupported = [section for section in args.sections if section not in BACKBONES[backbone]]
+    if unsupported:
+        raise ValueError(f"--backbone {backbone} has no section {', '.join(unsupported)} (only {BACKBONES[backbone]})")
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
@@ -1043,7 +1121,12 @@ def _run(args: argparse.Namespace) -> dict:
         return report
     if "flops" in args.sections:
         report["flops"] = flops_section(
-            args.flops_models, args.flops_seconds, args.keep_ratios, args.patches, progress
+            args.flops_models,
+            args.flops_seconds,
+            args.keep_ratios,
+            args.patches,
+            progress,
+            backbone=getattr(args, "backbone", "qwen2_5_omni"),
         )
     if "talker" in args.sections:
         report.update(talker_sections(args, device, dtype, progress))

@@ -20,12 +20,20 @@ not halve it). Two ways to count:
      FlopCounterMode on a real forward of the same (small) model, stage for stage.
   STVP's scoring (cosine similarities, ranking) has no matrix product: it counts 0 here, like every norm of the model
   (its elementwise work is about 13 * Nv * D operations, under 0.01% of a prefill).
+- `MetaQwen3PrefillFlops(config).count(layout)`: the same for the real Qwen3-Omni-30B-A3B MoE thinker
+  (`qwen3_omni_config`), with layouts from `measure_clip_layouts(..., backbone="qwen3_omni_moe")`. In every
+  mixture-of-experts layer a token counts the router and the `num_experts_per_tok` experts it is routed to (not all
+  experts); see that class. A real forward of a Qwen3-Omni model is counted by `count_prefill_flops` only with
+  `model.set_experts_implementation("eager")`: FlopCounterMode does not see the default `grouped_mm` experts kernel
+  (its experts count 0).
 """
 
 import copy
+import types
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniTalkerConfig
@@ -35,8 +43,14 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import (
     get_pool_indices,
     get_valid_indices,
 )
+from transformers.models.qwen3_omni_moe import modeling_qwen3_omni_moe as qwen3_omni_modeling
 from transformers.utils import logging as transformers_logging
-from transformers.vision_utils import get_vision_attention_seqlens, get_vision_position_ids, get_vision_window_index
+from transformers.vision_utils import (
+    get_vision_attention_seqlens,
+    get_vision_interpolation_indices_and_weights,
+    get_vision_position_ids,
+    get_vision_window_index,
+)
 
 from ..media import AUDIO_TOKENS_PER_SECOND
 from ..models.qwen2_5_omni.configuration_omnisift import OmniSiftConfig
@@ -44,21 +58,26 @@ from ..models.qwen2_5_omni.modeling_omnisift import (
     OmniSiftForConditionalGeneration,
     OmniSiftTalkerForConditionalGeneration,
 )
-from ..testing_utils import tiny_inputs, tiny_model
+from ..models.qwen3_omni_moe.configuration_omnisift import OmniSiftQwen3OmniConfig
+from ..models.qwen3_omni_moe.modeling_omnisift import OmniSiftQwen3OmniForConditionalGeneration
+from ..testing_utils import tiny_inputs, tiny_model, tiny_qwen3_inputs, tiny_qwen3_model
 
 __all__ = [
     "FLOP_GROUPS",
     "QWEN2_5_OMNI_TALKER",
     "QWEN2_5_OMNI_THINKERS",
+    "QWEN3_OMNI_THINKER",
     "TALKER_FLOP_GROUPS",
     "ClipLayout",
     "MetaPrefillFlops",
+    "MetaQwen3PrefillFlops",
     "MetaTalkerPrefillFlops",
     "count_prefill_flops",
     "flop_counter",
     "measure_clip_layouts",
     "qwen2_5_omni_config",
     "qwen2_5_omni_talker_config",
+    "qwen3_omni_config",
 ]
 
 # Module path suffixes (below the model's class name) of each group.
@@ -233,24 +252,40 @@ def clip_segments(seconds: int, patches: tuple[int, int] = (24, 24), text: tuple
 
 
 def measure_clip_layouts(
-    seconds: int, keep_ratios: list[float], patches: tuple[int, int] = (24, 24), text: tuple[int, int] = (16, 24)
+    seconds: int,
+    keep_ratios: list[float],
+    patches: tuple[int, int] = (24, 24),
+    text: tuple[int, int] = (16, 24),
+    backbone: str = "qwen2_5_omni",
 ) -> list[ClipLayout]:
     """Token layouts of `clip_segments(seconds, patches, text)` at each keep ratio, from forwards of the tiny random
     model on CPU (kept counts and selector shapes depend on the layout and the ratios only, not on values or widths).
-    The selector's input shapes are read with a forward hook on `model.compressor`."""
-    model = tiny_model()
-    inputs = tiny_inputs([clip_segments(seconds, patches, text)])
-    grid = inputs.pop("video_grid_thw")
-    num_video_tokens = int(grid.prod()) // model.config.vision_config.spatial_merge_size**2
-    # Random video features stand in for the vision encoder's output (values do not matter, and the tiny encoder is
-    # the slowest part of the tiny model on long clips); `generate` hands the model its video features the same way.
-    del inputs["pixel_values_videos"]
-    inputs["mm_encoder_outputs"] = {
-        "video": BaseModelOutputWithPooling(
-            pooler_output=(torch.randn(num_video_tokens, model.config.text_config.hidden_size),)
-        )
-    }
-    inputs["video_grid_thw"] = grid
+    The selector's input shapes are read with a forward hook on `model.compressor`.
+
+    `backbone="qwen3_omni_moe"` lays the clip out as Qwen3-Omni's processor does (`tiny_qwen3_inputs`: 16-pixel
+    patches, 13 audio tokens per second of audio, each frame grid followed by the audio up to the next one) and runs
+    `tiny_qwen3_model` (its tiny vision encoder runs too: the deepstack features come from it)."""
+    if backbone == "qwen3_omni_moe":
+        model = tiny_qwen3_model()
+        inputs = tiny_qwen3_inputs([clip_segments(seconds, patches, text)])
+        grid = inputs["video_grid_thw"]
+    elif backbone == "qwen2_5_omni":
+        model = tiny_model()
+        inputs = tiny_inputs([clip_segments(seconds, patches, text)])
+        grid = inputs.pop("video_grid_thw")
+        num_video_tokens = int(grid.prod()) // model.config.vision_config.spatial_merge_size**2
+        # Random video features stand in for the vision encoder's output (values do not matter, and the tiny encoder
+        # is the slowest part of the tiny model on long clips); `generate` hands the model its video features the same
+        # way.
+        del inputs["pixel_values_videos"]
+        inputs["mm_encoder_outputs"] = {
+            "video": BaseModelOutputWithPooling(
+                pooler_output=(torch.randn(num_video_tokens, model.config.text_config.hidden_size),)
+            )
+        }
+        inputs["video_grid_thw"] = grid
+    else:
+        raise ValueError(f"backbone={backbone!r}: expected 'qwen2_5_omni' or 'qwen3_omni_moe'.")
     shapes: list[tuple] = []
 
     def record(module, args, kwargs, output):
@@ -345,15 +380,14 @@ class MetaPrefillFlops:
         self._audio: dict[int, int] = {}
 
     @staticmethod
-    def _flops(function, *args, layers: tuple[str, dict[int, int]] | None = None, **kwargs) -> int:
-        """FLOPs of `function(*args, **kwargs)`; `layers = (prefix, {index: multiplier})` counts module
-        `{prefix}.{index}` `multiplier` times."""
+    def _flops(function, *args, layers: tuple | list[tuple] | None = None, **kwargs) -> int:
+        """FLOPs of `function(*args, **kwargs)`; `layers = (prefix, {index: multiplier})` (or a list of such pairs)
+        counts module `{prefix}.{index}` `multiplier` times."""
         with torch.no_grad(), flop_counter() as counter:
             function(*args, **kwargs)
         counts = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
         total = counts.get("Global", 0)
-        if layers is not None:
-            prefix, multipliers = layers
+        for prefix, multipliers in [layers] if isinstance(layers, tuple) else layers or []:
             total += sum(
                 (multiplier - 1) * counts.get(f"{prefix}.{index}", 0) for index, multiplier in multipliers.items()
             )
@@ -454,6 +488,227 @@ class MetaPrefillFlops:
         flops["compression"] = flops["selector"]
         flops["total"] = sum(flops[name] for name in FLOP_GROUPS)
         return flops
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The real Qwen3-Omni-30B-A3B thinker sizes
+# ---------------------------------------------------------------------------------------------------------------------
+# Written from public knowledge of the `thinker_config` of Qwen/Qwen3-Omni-30B-A3B-Instruct (config.json on the Hub; no
+# download here, so not re-checked against the file) and transformers 5.24's `Qwen3OmniMoe*Config` defaults, which
+# are the checkpoint's only in some fields:
+# - text: hidden 2048, 48 layers, 32 query / 4 key-value heads of head_dim 128, 128 experts of which 8 run per token
+#   (`num_experts_per_tok`), expert MLP (`moe_intermediate_size`) 768, every layer a sparse MoE layer
+#   (`decoder_sparse_step` 1, no `mlp_only_layers`), no shared expert (the architecture has none;
+#   `shared_expert_intermediate_size` 0 in the public config), vocabulary 152064 (the embedding / lm_head rows; the
+#   tokenizer has 151643 regular tokens + specials; 151936, the Qwen3 text models' size, is not this checkpoint's),
+#   untied lm_head, M-RoPE sections [24, 20, 20] interleaved. transformers' defaults agree on the width, the experts
+#   (128 / 8 / 768) and the KV heads; they differ on the vocabulary (3584), the layers (28) and the heads (28), so
+#   those are written here from the public config (as quoted in several public repositories' copies of it).
+# - vision: the transformers defaults (depth 27, width 1152, MLP 4304, 16 heads, 2304 learned positions, deepstack
+#   mergers after blocks 8 / 16 / 24), 16-pixel patches merged 2 x 2, temporal patch 2 (the checkpoint's
+#   `patch_size` is 16; transformers defaults it to 16 too), merger output = text width 2048 (default 3584).
+# - audio: the transformers defaults (32 layers, d_model 1280, 20 heads, FFN 5120, 128 mel bins, conv downsampling
+#   width 480, chunks of 2 * n_window = 100 mel frames, attention windows of n_window_infer = 800 mel frames), output =
+#   text width 2048 (default 3584).
+# - position_id_per_seconds 13 (the checkpoint's and the processor's; the config default is 25; FLOPs do not depend on
+#   it). Token ids are the Qwen3-Omni tokenizer's (they do not change any count either).
+# Every size that changes a count is a field below; `qwen3_omni_config` checks nothing against the Hub.
+QWEN3_OMNI_THINKER = {
+    "text": {
+        "vocab_size": 152064,
+        "hidden_size": 2048,
+        "intermediate_size": 768,
+        "moe_intermediate_size": 768,
+        "num_hidden_layers": 48,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 128,
+        "num_experts": 128,
+        "num_experts_per_tok": 8,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "norm_topk_prob": True,
+        "max_position_embeddings": 65536,
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 1000000.0,
+            "mrope_section": [24, 20, 20],
+            "interleaved": True,
+        },
+    },
+    "vision": {
+        "depth": 27,
+        "hidden_size": 1152,
+        "intermediate_size": 4304,
+        "num_heads": 16,
+        "patch_size": 16,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "num_position_embeddings": 2304,
+        "deepstack_visual_indexes": [8, 16, 24],
+        "out_hidden_size": 2048,
+    },
+    "audio": {
+        "num_mel_bins": 128,
+        "encoder_layers": 32,
+        "encoder_attention_heads": 20,
+        "encoder_ffn_dim": 5120,
+        "d_model": 1280,
+        "n_window": 50,
+        "n_window_infer": 800,
+        "downsample_hidden_size": 480,
+        "conv_chunksize": 500,
+        "max_source_positions": 1500,
+        "output_dim": 2048,
+    },
+}
+
+
+def qwen3_omni_config(**overrides) -> OmniSiftQwen3OmniConfig:
+    """The OmniSIFT config of the real Qwen3-Omni-30B-A3B thinker (`QWEN3_OMNI_THINKER`), with its token ids and the
+    default selector (512 wide, 8 heads, MLP 256, fed the 2048-wide text states). Keyword arguments override top-level
+    fields."""
+    sizes = QWEN3_OMNI_THINKER
+    fields = {
+        "text_config": copy.deepcopy(sizes["text"]),
+        "vision_config": dict(sizes["vision"]),
+        "audio_config": dict(sizes["audio"]),
+        "position_id_per_seconds": 13,
+        "audio_token_id": 151675,
+        "image_token_id": 151655,
+        "video_token_id": 151656,
+        "vision_start_token_id": 151652,
+        "vision_end_token_id": 151653,
+        "audio_start_token_id": 151669,
+        "user_token_id": 872,
+    }
+    fields.update(overrides)
+    return OmniSiftQwen3OmniConfig(**fields)
+
+
+def _executed_experts(self, hidden_states: torch.Tensor, top_k_index: torch.Tensor, top_k_weights: torch.Tensor):
+    """What `Qwen3OmniMoeThinkerTextExperts` multiplies, without reading the routing (meta tensors have no values).
+
+    The eager experts run expert `e` on the `n_e` (token, slot) pairs routed to it: `linear(n_e x H, gate_up[e])` and
+    `linear(n_e x I, down[e])`. Every token has exactly `top_k` slots, so the pairs sum to `N * top_k` whatever the
+    routing, and the products cost what one expert's costs on `N * top_k` rows: that is what runs here (expert 0's
+    weights stand in; all experts have the same shape). The result has the right shape, not the right values."""
+    tokens, hidden = hidden_states.shape
+    pairs = hidden_states.repeat_interleave(top_k_index.shape[-1], dim=0)
+    gate, up = F.linear(pairs, self.gate_up_proj[0]).chunk(2, dim=-1)
+    out = F.linear(self.act_fn(gate) * up, self.down_proj[0])
+    return out.view(tokens, -1, hidden).sum(dim=1)
+
+
+class MetaQwen3PrefillFlops(MetaPrefillFlops):
+    """Prefill FLOPs of a Qwen3-Omni MoE thinker of any size on the meta device, stage by stage (`MetaPrefillFlops`'
+    counting, for `OmniSiftQwen3OmniForConditionalGeneration`).
+
+    What differs from Qwen2.5-Omni:
+    - Decoder: every layer is attention + a sparse MoE block (router `H -> num_experts`, then `num_experts_per_tok`
+      SwiGLU experts of width `moe_intermediate_size` per token; no shared expert). Only the experts a token is routed
+      to run: the counted model's experts are swapped for `_executed_experts`, which multiplies `N * top_k` rows by
+      one expert's weights, exactly the products of the eager experts implementation summed over experts, for any
+      routing (a test checks this against a real forward with its real routing). The router's product is counted as
+      it runs. Deepstack adds the vision mergers' features to the hidden states of the first decoder layers: additions,
+      which count 0.
+    - Vision: 16-pixel patches, learned positions resampled to the grid (a gather-and-sum: 0), full attention inside
+      each temporal slice in every block (no windows), the final merger plus one deepstack merger per
+      `deepstack_visual_indexes` entry (`merger_list`). One block and one deepstack merger are counted and multiplied.
+    - Audio: three stride-2 convolutions (480 channels) on chunks of `2 * n_window` mel frames, 32 layers attending
+      inside windows of `n_window_infer` mel frames, `proj1` / `proj2`.
+    `exact=True` builds and runs every layer (same result, slower).
+    """
+
+    def __init__(self, config: OmniSiftQwen3OmniConfig, exact: bool = False):
+        self.config = config
+        counted = copy.deepcopy(config)
+        counted.vision_config._attn_implementation = "eager"
+        counted.audio_config._attn_implementation = "eager"
+        counted.text_config._attn_implementation = "sdpa"
+        text, vision, audio = counted.text_config, counted.vision_config, counted.audio_config
+        self._decoder_layers = dict.fromkeys(range(text.num_hidden_layers), 1)
+        self._vision_blocks = dict.fromkeys(range(vision.depth), 1)
+        self._deepstack_mergers = dict.fromkeys(range(len(vision.deepstack_visual_indexes)), 1)
+        self._audio_layers = dict.fromkeys(range(audio.encoder_layers), 1)
+        if not exact:
+            sparse = [
+                index not in text.mlp_only_layers
+                and text.num_experts > 0
+                and (index + 1) % text.decoder_sparse_step == 0
+                for index in range(text.num_hidden_layers)
+            ]
+            if len(set(sparse)) == 1 and len(set(getattr(text, "layer_types", None) or [None])) == 1:
+                self._decoder_layers = {0: text.num_hidden_layers}
+                text.num_hidden_layers = 1
+                if getattr(text, "layer_types", None):
+                    text.layer_types = text.layer_types[:1]
+            deepstack = sorted(set(vision.deepstack_visual_indexes) & set(range(vision.depth)))
+            if len(deepstack) != len(vision.deepstack_visual_indexes):
+                raise ValueError(
+                    f"deepstack_visual_indexes {vision.deepstack_visual_indexes} outside the vision depth"
+                )
+            self._vision_blocks = {0: vision.depth}
+            self._deepstack_mergers = {0: len(deepstack)} if deepstack else {}
+            vision.depth, vision.deepstack_visual_indexes = 1, [0] if deepstack else []
+            self._audio_layers = {0: audio.encoder_layers}
+            audio.encoder_layers = 1
+        with torch.device("meta"):
+            self.model = OmniSiftQwen3OmniForConditionalGeneration(counted).eval()
+        for module in self.model.modules():
+            if isinstance(module, qwen3_omni_modeling.Qwen3OmniMoeThinkerTextExperts):
+                module.forward = types.MethodType(_executed_experts, module)
+        self._vision_per_slice: dict[tuple[int, int], int] = {}
+        self._audio: dict[int, int] = {}
+
+    def _vision_exact(self, grid_thw: tuple[int, int, int]) -> int:
+        visual = self.model.model.visual
+        vision = visual.config
+        grid = torch.tensor([grid_thw])
+        indices, weights = get_vision_interpolation_indices_and_weights(
+            grid,
+            num_grid_per_side=visual.num_grid_per_side,
+            mode=visual.interpolation_mode,
+            align_corners=visual.interpolation_align_corners,
+            spatial_merge_size=vision.spatial_merge_size,
+        )
+        cu_seqlens, _ = get_vision_attention_seqlens(grid, vision)
+        patch_dim = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+        pixels = torch.empty(grid_thw[0] * grid_thw[1] * grid_thw[2], patch_dim, device="meta")
+        name = type(visual).__name__
+        return self._flops(
+            visual,
+            pixels,
+            layers=[(f"{name}.blocks", self._vision_blocks), (f"{name}.merger_list", self._deepstack_mergers)],
+            grid_thw=grid,
+            interp_indices=indices.to("meta"),
+            interp_weights=weights.to("meta"),
+            position_ids=get_vision_position_ids(grid, vision.spatial_merge_size).to("meta"),
+            cu_seqlens=cu_seqlens,  # CPU: split sizes are read from it
+        )
+
+    def audio(self, mel_frames: int) -> int:
+        """Audio encoder FLOPs for one audio item of `mel_frames` mel frames."""
+        if mel_frames not in self._audio:
+            tower = self.model.model.audio_tower
+            audio = tower.config
+            lengths = torch.tensor([mel_frames])
+            padded, chunk_lengths = qwen3_omni_modeling.chunk_and_pad_features(
+                torch.zeros(audio.num_mel_bins, mel_frames), lengths, audio.n_window
+            )
+            self._audio[mel_frames] = self._flops(
+                tower,
+                torch.empty(audio.num_mel_bins, mel_frames, device="meta"),
+                layers=(f"{type(tower).__name__}.layers", self._audio_layers),
+                feature_lens=lengths.to("meta"),
+                padded_feature=padded.to("meta"),
+                chunk_lengths=chunk_lengths.to("meta"),
+                valid_indices=qwen3_omni_modeling.get_valid_indices(chunk_lengths, audio.n_window).to("meta"),
+                cu_seqlens=qwen3_omni_modeling.get_audio_cu_seqlens(  # CPU: split sizes are read from it
+                    chunk_lengths, lengths, audio.n_window_infer, audio.n_window
+                ),
+            )
+        return self._audio[mel_frames]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
