@@ -8,6 +8,11 @@ per second by default, between 4 and 768 frames, an even frame count, frames res
 128..768 tokens per frame and a total pixel budget. Every video comes back with the rate its frames were actually
 sampled at: pass it to the processor as `fps`, or the audio/video time alignment is silently wrong.
 
+Qwen3-Omni follows the same policy with its own frame factor (16-pixel patches, merge 2: multiples of 32 pixels,
+`qwen-omni-utils` with `image_patch_size=16`) and pixel bounds (128..768 tokens of 32 x 32 pixels per frame, the
+bounds of `Qwen3OmniMoeProcessor`); `media_policy_of(processor)` tells which policy a processor's model was trained
+with (`MediaPolicy`).
+
 Each loader checks its source before reading it (`check_source`: type, file, rate) and its values after (dtype, NaN,
 range); errors name the argument and the value. Integer PCM is rescaled to [-1, 1] and pixels are brought to uint8;
 a truncated video file is used as far as it decodes, with a warning.
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import soundfile
@@ -35,13 +40,18 @@ __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
     "MEDIA_TYPES",
+    "QWEN2_5_OMNI_MEDIA",
+    "QWEN3_OMNI_MEDIA",
     "SAMPLING_RATE",
     "LoadedVideo",
+    "MediaPolicy",
     "VideoSampling",
     "check_source",
+    "frame_factor_of",
     "load_audio",
     "load_image",
     "load_video",
+    "media_policy_of",
     "video_sampling_of",
 ]
 
@@ -110,12 +120,73 @@ class VideoSampling:
             )
 
 
+@dataclass(frozen=True)
+class MediaPolicy:
+    """What a backbone's processor expects from the media loaders (its `media_policy_of`).
+
+    backbone: the backbone's folder name in `omnisift_hf.models` (`"qwen2_5_omni"`, `"qwen3_omni_moe"`).
+    frame_factor: sides of resized frames are multiples of this many pixels (vision patch size * merge size).
+    sampling: the default `VideoSampling` (`qwen-omni-utils`' policy at that frame factor).
+    audio_tokens_per_second: audio tokens (and M-RoPE temporal ids) per second of audio.
+    max_audio_samples: the processor truncates audio items to this many samples (`None`: it does not truncate).
+    min_audio_samples: the shortest audio (in samples at 16 kHz, with the feature extractor's 160-sample hop) that
+        makes one audio token.
+    default_system_prompt: the system turn of requests without one (`None`: no system turn, as the backbone's own
+        chat template does).
+    """
+
+    backbone: str
+    frame_factor: int
+    sampling: VideoSampling
+    audio_tokens_per_second: int
+    max_audio_samples: int | None
+    min_audio_samples: int
+    default_system_prompt: str | None
+
+
+_QWEN2_5_OMNI_SYSTEM_PROMPT = (
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
+    "visual inputs, as well as generating text and speech."
+)
+# Qwen2.5-Omni: 14-pixel patches, 25 audio tokens per second (3 mel frames of 160 samples make the first one),
+# audio truncated to 300 s, trained with its system prompt.
+QWEN2_5_OMNI_MEDIA = MediaPolicy(
+    backbone="qwen2_5_omni",
+    frame_factor=28,
+    sampling=VideoSampling(),
+    audio_tokens_per_second=AUDIO_TOKENS_PER_SECOND,
+    max_audio_samples=300 * SAMPLING_RATE,
+    min_audio_samples=2 * 160 + 1,
+    default_system_prompt=_QWEN2_5_OMNI_SYSTEM_PROMPT,
+)
+# Qwen3-Omni: 16-pixel patches (qwen-omni-utils' `image_patch_size=16`: frames within 128..768 tokens of 32 x 32
+# pixels, the bounds `Qwen3OmniMoeProcessor` resizes to), about 13 audio tokens per second (one mel frame makes the
+# first), no truncation (the processor passes `truncation=False`), no default system turn.
+QWEN3_OMNI_MEDIA = MediaPolicy(
+    backbone="qwen3_omni_moe",
+    frame_factor=32,
+    sampling=VideoSampling(min_pixels=128 * 32 * 32, max_pixels=768 * 32 * 32, total_pixels=128000 * 32 * 32 * 0.9),
+    audio_tokens_per_second=13,
+    max_audio_samples=None,
+    min_audio_samples=1,
+    default_system_prompt=None,
+)
+
+
+def media_policy_of(processor) -> MediaPolicy:
+    """The `MediaPolicy` of a processor's backbone: `QWEN3_OMNI_MEDIA` for a `Qwen3OmniMoeProcessor` (or a subclass),
+    `QWEN2_5_OMNI_MEDIA` otherwise (`Qwen2_5OmniProcessor`). Chosen by class name, so that remote code needs no
+    import of either processor."""
+    names = {cls.__name__ for cls in type(processor).__mro__}
+    return QWEN3_OMNI_MEDIA if "Qwen3OmniMoeProcessor" in names else QWEN2_5_OMNI_MEDIA
+
+
 def video_sampling_of(processor) -> VideoSampling:
-    """The default `VideoSampling` of a checkpoint: Qwen's policy with the per-frame pixel bounds its video processor
-    stores (`size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}`, as Qwen2.5-Omni's processor config
-    does). For Qwen's own checkpoints that is exactly `VideoSampling()`; a checkpoint trained at another frame size
-    (the AVQA default, 112 x 112) carries it, so the pipeline and the training collator sample its frames as it
-    was trained."""
+    """The default `VideoSampling` of a checkpoint: its backbone's policy (`media_policy_of(processor).sampling`) with
+    the per-frame pixel bounds its video processor stores (`size = {"shortest_edge": min_pixels, "longest_edge":
+    max_pixels}`, as Qwen2.5-Omni's processor config does). For Qwen's own Qwen2.5-Omni checkpoints that is exactly
+    `VideoSampling()`; a checkpoint trained at another frame size (the AVQA default, 112 x 112) carries it, so the
+    pipeline and the training collator sample its frames as it was trained."""
     size = getattr(getattr(processor, "video_processor", None), "size", None)
     bounds = {}
     for key, name in (("shortest_edge", "min_pixels"), ("longest_edge", "max_pixels")):
@@ -124,14 +195,25 @@ def video_sampling_of(processor) -> VideoSampling:
             bounds[name] = int(value)
     if bounds.get("min_pixels", 0) > bounds.get("max_pixels", float("inf")):
         raise ValueError(f"video processor size={dict(size)!r}: shortest_edge (min pixels) exceeds longest_edge.")
-    return VideoSampling(**bounds)
+    return replace(media_policy_of(processor).sampling, **bounds)
+
+
+def frame_factor_of(processor) -> int:
+    """The multiple of pixels that frame sides are resized to for `processor`: its video processor's patch size times
+    its merge size (28 for Qwen2.5-Omni, 32 for Qwen3-Omni), or its backbone's when the video processor lacks them."""
+    video_processor = getattr(processor, "video_processor", None)
+    patch, merge = getattr(video_processor, "patch_size", None), getattr(video_processor, "merge_size", None)
+    if isinstance(patch, int) and isinstance(merge, int) and patch > 0 and merge > 0:
+        return patch * merge
+    return media_policy_of(processor).frame_factor
 
 
 @dataclass
 class LoadedVideo:
     """Frames sampled from a video, ready for `Qwen2_5OmniProcessor(videos=...)`.
 
-    frames: float tensor (T, 3, H, W) in 0..255, T even, H and W multiples of 28.
+    frames: float tensor (T, 3, H, W) in 0..255, T even, H and W multiples of `load_video`'s `frame_factor` (28 for
+        Qwen2.5-Omni, 32 for Qwen3-Omni).
     fps: the rate the frames were sampled at (pass as the processor's `fps`).
     audio: the audio track, mono float32 at `load_video`'s `sampling_rate` (16 kHz by default), or None when the
         video has none (or it was not requested).
@@ -451,14 +533,15 @@ def _sample_indices(total_frames: int, source_fps: float, sampling: VideoSamplin
     return indices, nframes / max(total_frames, 1e-6) * source_fps
 
 
-def _resize(frames: torch.Tensor, sampling: VideoSampling) -> torch.Tensor:
-    """Resize (T, 3, H, W) frames the way `qwen-omni-utils` does (bicubic, antialiased, float 0..255 out)."""
+def _resize(frames: torch.Tensor, sampling: VideoSampling, frame_factor: int = 28) -> torch.Tensor:
+    """Resize (T, 3, H, W) frames the way `qwen-omni-utils` does (bicubic, antialiased, float 0..255 out; sides
+    multiples of `frame_factor`, its `image_patch_size * 2`)."""
     from qwen_omni_utils.v2_5.vision_process import smart_resize
 
     count, _, height, width = frames.shape
     max_pixels = max(min(sampling.max_pixels, sampling.total_pixels / count * 2), int(sampling.min_pixels * 1.05))
     new_height, new_width = smart_resize(
-        height, width, factor=28, min_pixels=sampling.min_pixels, max_pixels=max_pixels
+        height, width, factor=frame_factor, min_pixels=sampling.min_pixels, max_pixels=max_pixels
     )
     return resize(frames, [new_height, new_width], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
 
@@ -497,6 +580,7 @@ def load_video(
     load_audio: bool = True,
     source_fps: float | None = None,
     sampling_rate: int = SAMPLING_RATE,
+    frame_factor: int = 28,
 ) -> LoadedVideo:
     """Decode and sample a video for Qwen2.5-Omni.
 
@@ -507,6 +591,8 @@ def load_video(
     [0, 1] (scaled by 255) or on the 0..255 scale (`LoadedVideo.frames` itself; the overshoot of bicubic resizing is
     clipped); they are rounded to 8 bits, as decoded frames are.
     With `load_audio`, the file's audio track (if any) is decoded too, as mono at `sampling_rate` Hz.
+    Frame sides become multiples of `frame_factor` pixels: 28 for Qwen2.5-Omni, 32 for Qwen3-Omni
+    (`frame_factor_of(processor)`).
 
     Raises `TypeError` / `ValueError` / `FileNotFoundError` naming the argument for a source of the wrong type, a
     missing, undecodable or silent-only file, no frames, NaN or out-of-range pixels, or a rate that is not positive
@@ -518,12 +604,16 @@ def load_video(
     elif not isinstance(sampling, VideoSampling):
         raise TypeError(f"sampling={sampling!r}: expected a VideoSampling (e.g. `VideoSampling(fps=1.0)`) or None.")
     _check_rate("sampling_rate", sampling_rate, "samples per second", whole=True)
+    if isinstance(frame_factor, bool) or not isinstance(frame_factor, int) or frame_factor < 2:
+        raise ValueError(
+            f"frame_factor={frame_factor!r} must be an integer >= 2 (28 for Qwen2.5-Omni, 32 for Qwen3-Omni)."
+        )
     check_source("video", source, source_fps)
     if not _is_path(source):
         frames = _frames_tensor(source)
         rate = float(source_fps) if source_fps is not None else sampling.fps
         indices, sample_fps = _sample_indices(frames.shape[0], rate, sampling)
-        return LoadedVideo(frames=_resize(frames[indices], sampling), fps=sample_fps)
+        return LoadedVideo(frames=_resize(frames[indices], sampling, frame_factor), fps=sample_fps)
 
     path = _check_path("video", source)
     with _open_container("video", path, _VIDEO_SUFFIXES) as container:
@@ -578,7 +668,7 @@ def load_video(
                 f"video={path!r}: the file declares {declared:.1f} s but holds only {total / rate:.1f} s of frames "
                 "(a truncated file?); only those are used."
             )
-        frames = _resize(torch.stack(picked), sampling)
+        frames = _resize(torch.stack(picked), sampling, frame_factor)
 
         has_audio = bool(container.streams.audio)
 

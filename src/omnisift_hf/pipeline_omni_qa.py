@@ -64,9 +64,12 @@ class OmniQAPipeline(Pipeline):
     # {"answer": "...", ..., "audio": array([...], dtype=float32), "sampling_rate": 24000}
     ```
 
-    Models: `OmniSiftForConditionalGeneration` (the thinker, text replies) or `OmniSiftOmniForConditionalGeneration`
-    (the full model). On the full model a call without `return_audio` runs its thinker only and answers as the thinker
-    alone does.
+    Models: `OmniSiftForConditionalGeneration` (the Qwen2.5-Omni thinker, text replies),
+    `OmniSiftOmniForConditionalGeneration` (the full Qwen2.5-Omni model) or `OmniSiftQwen3OmniForConditionalGeneration`
+    (the Qwen3-Omni MoE thinker, text replies), each with its own processor (`Qwen2_5OmniProcessor` /
+    `Qwen3OmniMoeProcessor`), which chooses the media policy (`media.media_policy_of`: frame size factor and pixel
+    bounds, audio handling, default system turn). On the full model a call without `return_audio` runs its thinker
+    only and answers as the thinker alone does.
 
     Inputs: keyword fields (`video=`, `audio=`, `image=`, `question=`), a dict with those keys, a list of dicts (a
     batch), or chat messages (`[{"role": "user", "content": [{"type": "video", "video": "clip.mp4"},
@@ -76,7 +79,8 @@ class OmniQAPipeline(Pipeline):
     Call arguments: `keep_ratio`, `video_keep_ratio`, `audio_keep_ratio` (OmniSIFT knobs for this call; default: the
     model config's), `use_audio_in_video` (default: True for videos that have an audio track), `max_new_tokens`,
     `generate_kwargs` (or generation parameters such as `do_sample=True` directly), `system_prompt` (default: the
-    Qwen2.5-Omni system prompt), `video_sampling` (a `VideoSampling`, Qwen's 2 fps policy by default),
+    Qwen2.5-Omni system prompt for Qwen2.5-Omni, no system turn for Qwen3-Omni), `video_sampling` (a
+    `VideoSampling`, Qwen's 2 fps policy by default),
     `skip_special_tokens`. The default `video_sampling` is Qwen's with the frame-size bounds of the processor's video
     processor (`media.video_sampling_of`), so a checkpoint trained at another frame size is sampled as it was
     trained.
@@ -110,8 +114,8 @@ class OmniQAPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError(
-                "omni-qa needs a Qwen2.5-Omni processor: save one next to the model (`processor.save_pretrained`) or "
-                "pass `processor=` to `pipeline()`."
+                "omni-qa needs the model's processor (Qwen2.5-Omni or Qwen3-Omni): save one next to the model "
+                "(`processor.save_pretrained`) or pass `processor=` to `pipeline()`."
             )
         # Any backbone: an OmniSIFT model is one with the public selection hook, or a full model whose `thinker` has
         # it (this module is saved as remote code next to a model and must not import the backbones).
@@ -120,9 +124,11 @@ class OmniQAPipeline(Pipeline):
                 f"omni-qa runs OmniSIFT models, got a {type(self.model).__name__} (model_type="
                 f"{getattr(self.model.config, 'model_type', None)!r}). For Qwen2.5-Omni weights load "
                 "`OmniSiftForConditionalGeneration.from_pretrained(...)` (text replies) or "
-                "`OmniSiftOmniForConditionalGeneration.from_pretrained(...)` (text and spoken replies) and pass the "
+                "`OmniSiftOmniForConditionalGeneration.from_pretrained(...)` (text and spoken replies), for "
+                "Qwen3-Omni weights `OmniSiftQwen3OmniForConditionalGeneration.from_pretrained(...)`, and pass the "
                 "model object to `pipeline()`."
             )
+        _check_processor_fits(self.processor, _thinker_of(self.model))
 
     # -----------------------------------------------------------------------------------------------------------------
     # Arguments
@@ -393,6 +399,22 @@ def _check_count(name: str, value, low: int) -> None:
         raise TypeError(f"omni-qa: {name}={value!r} must be an integer >= {low}, got {type(value).__name__}.")
     if value < low:
         raise ValueError(f"omni-qa: {name}={value!r} must be an integer >= {low}.")
+
+
+def _check_processor_fits(processor, thinker) -> None:
+    """Refuse a processor of another backbone (a Qwen2.5-Omni processor for a Qwen3-Omni model or the reverse): its
+    patches would not fit the vision encoder, and its audio and video placeholders would be laid out for the other
+    model's position ids."""
+    vision = getattr(thinker.config, "vision_config", None)
+    model_patch = getattr(vision, "patch_size", None)
+    processor_patch = getattr(getattr(processor, "video_processor", None), "patch_size", None)
+    if model_patch is not None and processor_patch is not None and model_patch != processor_patch:
+        raise ValueError(
+            f"omni-qa: the processor ({type(processor).__name__}, {processor_patch}-pixel patches) does not fit the "
+            f"model ({type(thinker).__name__}, {model_patch}-pixel patches). Pass the model's own processor "
+            "(`AutoProcessor.from_pretrained` on its checkpoint: Qwen2_5OmniProcessor for Qwen2.5-Omni, "
+            "Qwen3OmniMoeProcessor for Qwen3-Omni)."
+        )
 
 
 def _thinker_of(model):

@@ -1,5 +1,8 @@
-"""Qwen2.5-Omni input processing shared by `pipeline("omni-qa")`, training and the tools: one request (dict form or
-chat messages) -> processor outputs for one sample, and per-sample outputs -> one left-padded batch."""
+"""Qwen2.5-Omni / Qwen3-Omni input processing shared by `pipeline("omni-qa")`, training and the tools: one request
+(dict form or chat messages) -> processor outputs for one sample, and per-sample outputs -> one left-padded batch.
+
+What differs between the backbones (frame size factor and pixel bounds, audio truncation, the shortest audio that
+makes a token, the default system turn) comes from `media.media_policy_of(processor)`."""
 
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ from transformers.utils.chat_template_utils import Chat
 
 from .media import (
     MEDIA_TYPES,
+    QWEN2_5_OMNI_MEDIA,
     SAMPLING_RATE,
     VideoSampling,
     _describe,
     check_source,
+    frame_factor_of,
     load_audio,
     load_image,
     load_video,
+    media_policy_of,
     video_sampling_of,
 )
 
@@ -37,11 +43,9 @@ __all__ = [
 
 # Keys of the dict form (and keyword form) of one request.
 INPUT_KEYS = ("question", *MEDIA_TYPES, "messages", "video_fps", "sampling_rate")
-# Qwen2.5-Omni's recommended system prompt (the model was trained with it); the pipeline's default.
-DEFAULT_SYSTEM_PROMPT = (
-    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
-    "visual inputs, as well as generating text and speech."
-)
+# Qwen2.5-Omni's recommended system prompt (the model was trained with it); the pipeline's default for Qwen2.5-Omni
+# (Qwen3-Omni's default is no system turn, as its chat template renders it).
+DEFAULT_SYSTEM_PROMPT = QWEN2_5_OMNI_MEDIA.default_system_prompt
 _ROLES = ("system", "user", "assistant")
 # The keys of a media content item that give the rate of an array source (frames or samples per second).
 _RATE_KEYS = {"video": ("fps", "video_fps"), "audio": ("sampling_rate",), "image": ()}
@@ -56,12 +60,14 @@ _AUDIO_PAD_SAMPLES = 400
 
 
 def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_prompt=None, video_sampling=None) -> dict:
-    """One request (dict form or chat messages) -> `Qwen2_5OmniProcessor` outputs for one sample, plus the
-    `use_audio_in_video` flag it needs (None without video). The request is checked first (`check_omni_request`),
-    then media are loaded with `omnisift_hf.media`, the prompt is rendered with the processor's chat template (with an
-    explicit system turn; `system_prompt` is the one for requests without their own), audio is padded to its length
-    plus one FFT window. `video_sampling` defaults to `media.video_sampling_of(processor)`. Used by
-    `OmniQAPipeline.preprocess` and the training collator.
+    """One request (dict form or chat messages) -> `Qwen2_5OmniProcessor` / `Qwen3OmniMoeProcessor` outputs for one
+    sample, plus the `use_audio_in_video` flag it needs (None without video). The request is checked first
+    (`check_omni_request`), then media are loaded with `omnisift_hf.media` under the processor's backbone policy
+    (`media.media_policy_of`), the prompt is rendered with the processor's chat template (with an explicit system
+    turn; `system_prompt` is the one for requests without their own; without it Qwen2.5-Omni gets its recommended
+    prompt and Qwen3-Omni no system turn), audio is padded to its length plus one FFT window. `video_sampling`
+    defaults to `media.video_sampling_of(processor)`. Used by `OmniQAPipeline.preprocess` and the training
+    collator.
 
     Raises `TypeError` / `ValueError` / `FileNotFoundError` naming the field and the value for a malformed request or
     option (see `check_omni_request`, `check_request_options`) and for media the loaders refuse. Warns once when an
@@ -69,9 +75,11 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
     """
     check_request_options(use_audio_in_video, system_prompt, video_sampling)
     messages = check_omni_request(inputs)
+    policy = media_policy_of(processor)
     if video_sampling is None:
         video_sampling = video_sampling_of(processor)
-    min_samples = 2 * processor.feature_extractor.hop_length + 1  # fewer make no audio token
+    frame_factor = frame_factor_of(processor)
+    min_samples = policy.min_audio_samples  # fewer make no audio token
     videos, video_rates, audios, audio_from_video, images = [], [], [], [], []
     with_audio, silent = 0, 0
     template_messages = []
@@ -90,11 +98,17 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
                 audios.append(audio)
                 audio_from_video.append(None)
             else:
-                video = load_video(source, video_sampling, load_audio=use_audio_in_video is not False, source_fps=rate)
+                video = load_video(
+                    source,
+                    video_sampling,
+                    load_audio=use_audio_in_video is not False,
+                    source_fps=rate,
+                    frame_factor=frame_factor,
+                )
                 videos.append(video.frames)
                 video_rates.append(video.fps)
                 if video.audio is not None and video.audio.size:
-                    if len(video.audio) < min_samples:  # Qwen2.5-Omni's position ids cannot interleave no tokens
+                    if len(video.audio) < min_samples:  # the position ids cannot interleave no tokens
                         raise ValueError(
                             f"omni-qa: the audio track of video={_describe(source)} lasts {len(video.audio)} samples "
                             f"({len(video.audio) / SAMPLING_RATE * 1000:.1f} ms), too short for one audio token (at "
@@ -121,7 +135,7 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
 
     if with_audio and silent:
         raise ValueError(
-            "omni-qa: one request mixes a video with an audio track and a video without one; Qwen2.5-Omni's "
+            "omni-qa: one request mixes a video with an audio track and a video without one; the model's "
             "position ids support only one kind per sequence. Send them as separate requests, or pass "
             "`use_audio_in_video=False`."
         )
@@ -130,9 +144,9 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
             f"omni-qa: the videos of one request were sampled at different rates {video_rates}; the processor "
             "takes one `fps` per call. Send them as separate requests."
         )
-    if template_messages[0]["role"] != "system":
-        # Always an explicit system turn: chat templates (Qwen's too) add their own default one otherwise.
-        system = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    system = policy.default_system_prompt if system_prompt is None else system_prompt
+    if template_messages[0]["role"] != "system" and system is not None:
+        # An explicit system turn: chat templates (Qwen2.5-Omni's too) add their own default one otherwise.
         template_messages.insert(0, {"role": "system", "content": [{"type": "text", "text": system}]})
     prompt = processor.apply_chat_template(template_messages, tokenize=False, add_generation_prompt=True)
 
@@ -148,12 +162,18 @@ def prepare_omni_inputs(processor, inputs, use_audio_in_video=None, system_promp
             "cap_pixels_per_frame": True,
         }
     if audios:
-        limit = processor.feature_extractor.n_samples  # Qwen2.5-Omni reads at most 300 s per audio item
         longest = max(len(audio) for audio in audios)
-        if longest > limit:
-            logger.warning_once(f"omni-qa: audio longer than {limit / SAMPLING_RATE:.0f} s is truncated.")
+        audio_kwargs = {"max_length": longest + _AUDIO_PAD_SAMPLES}
+        if policy.max_audio_samples is not None:  # Qwen2.5-Omni reads at most 300 s per audio item
+            limit = processor.feature_extractor.n_samples
+            if longest > limit:
+                logger.warning_once(f"omni-qa: audio longer than {limit / SAMPLING_RATE:.0f} s is truncated.")
+            audio_kwargs["max_length"] = min(longest + _AUDIO_PAD_SAMPLES, limit)
+        else:  # Qwen3-Omni's processor pads to the longest item and never truncates: pad as above instead
+            audio_kwargs.update(padding="max_length", truncation=False)
+            processor_kwargs["text_kwargs"] = {"padding": processor_kwargs.pop("padding")}  # else given twice
         processor_kwargs["audio"] = audios
-        processor_kwargs["audio_kwargs"] = {"max_length": min(longest + _AUDIO_PAD_SAMPLES, limit)}
+        processor_kwargs["audio_kwargs"] = audio_kwargs
     if with_audio:
         processor_kwargs["load_audio_from_video"] = True
         processor_kwargs["audio_from_video_indices"] = audio_from_video

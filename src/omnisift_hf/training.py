@@ -30,6 +30,10 @@ trainer = Trainer(
 )
 trainer.train()
 ```
+
+Qwen3-Omni trains the same way: `OmniSiftQwen3OmniForConditionalGeneration` with its `Qwen3OmniMoeProcessor` (the
+collator takes the media policy from the processor; the policies name the same groups, its fused MoE experts and
+routers belong to `language_model`, its deepstack mergers to `visual`).
 """
 
 from __future__ import annotations
@@ -77,8 +81,8 @@ __all__ = [
 # Freezing policies
 # ---------------------------------------------------------------------------------------------------------------------
 # Every OmniSIFT model declares its parameter groups by name prefix (`parameter_groups`); the group names are the same
-# for every backbone, the prefixes are its own. These are Qwen2.5-Omni's. Anything else (nothing, in the stock model)
-# is reported as "other" and trains only under the "full" policy.
+# for every backbone, the prefixes are its own. These are Qwen2.5-Omni's (and Qwen3-Omni's, whose thinker has the same
+# submodules). Anything else (nothing, in the stock models) is reported as "other" and trains only under "full".
 PARAMETER_GROUPS = OmniSiftForConditionalGeneration.parameter_groups
 _OTHER_GROUP = "other"
 
@@ -303,8 +307,8 @@ class OmniQADataset(Dataset):
       of the first user turn. Only the first turn may be the system's. The last turn must be the assistant's: it is
       the answer that is learnt. Earlier assistant turns are context (masked in `labels`, like the rest of the
       prompt).
-    - `system` (optional): a system prompt; without one the collator's `system_prompt` (by default Qwen2.5-Omni's) is
-      used, as in `pipeline("omni-qa")`.
+    - `system` (optional): a system prompt; without one the collator's `system_prompt` (by default Qwen2.5-Omni's
+      for a Qwen2.5-Omni processor, none for a Qwen3-Omni one) is used, as in `pipeline("omni-qa")`.
     - `id` (optional, a string or an integer): ignored; any other key, in a line or in a content item, is an error (it
       catches typos such as `"vidoe"`), and so is a key given twice in one object or a line that is not UTF-8.
 
@@ -506,7 +510,8 @@ class OmniQADataCollator:
     keeps, so the loss is over the answer whatever compression drops.
 
     Args:
-        processor (`Qwen2_5OmniProcessor`): the model's processor.
+        processor (`Qwen2_5OmniProcessor` or `Qwen3OmniMoeProcessor`): the model's processor; it chooses the media
+            policy (`media.media_policy_of`).
         keep_ratio (`float` or a sequence of `float`, *optional*): fraction of the audio + video tokens kept during
             training, passed to `forward` with every batch (default: the model config's `keep_ratio`). `1.0` trains
             without compression (and gives the selector no gradient). A sequence, e.g. `(1.0, 0.25)`, draws one of
@@ -514,8 +519,8 @@ class OmniQADataCollator:
             the full input and the compressed one, so full-token accuracy does not drift while the selector trains.
         video_keep_ratio (`float`, *optional*), audio_keep_ratio (`float`, *optional*): per-modality keep fractions
             for training, overriding the split derived from `keep_ratio` (see `OmniSiftConfig`).
-        system_prompt (`str`, *optional*): the system turn for examples without one (default: Qwen2.5-Omni's, as in
-            the pipeline; `""` for none).
+        system_prompt (`str`, *optional*): the system turn for examples without one (default, as in the pipeline:
+            Qwen2.5-Omni's for a Qwen2.5-Omni processor, no system turn for a Qwen3-Omni one).
         video_sampling ([`VideoSampling`], *optional*): frame sampling (default: Qwen's 2 fps policy with the frame
             size bounds of the processor, `media.video_sampling_of`).
         end_of_turn_token (`str`, *optional*, defaults to `"<|im_end|>"`): appended to every answer and learnt, so the
@@ -538,7 +543,8 @@ class OmniQADataCollator:
     def __post_init__(self):
         if getattr(self.processor, "tokenizer", None) is None or not callable(self.processor):
             raise TypeError(
-                f"OmniQADataCollator: processor must be the model's processor (Qwen2_5OmniProcessor, from "
+                "OmniQADataCollator: processor must be the model's processor (Qwen2_5OmniProcessor or "
+                f"Qwen3OmniMoeProcessor, from "
                 f"AutoProcessor.from_pretrained), got a {type(self.processor).__name__}."
             )
         for name, kind, what in (
