@@ -465,7 +465,7 @@ def test_heads_must_divide_selector_width(converted, source, tmp_path):
 @pytest.mark.parametrize("extra_key", ["vision_tower.blocks.0.weight", "thinker_extra.weight"])
 def test_unknown_key_layout(tmp_path, extra_key):
     write_reference_checkpoint(tmp_path / "src", random_model(seed=80), extra={extra_key: torch.ones(2)})
-    with pytest.raises(ValueError, match=rf"SRC tensor '{extra_key}' fits neither the Qwen2.5-Omni layout"):
+    with pytest.raises(ValueError, match=rf"SRC tensor '{extra_key}' fits neither the full layout"):
         convert(tmp_path / "src", tmp_path / "out", selector_num_heads=2)
     assert leftovers(tmp_path, "out") == []
 

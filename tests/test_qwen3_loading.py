@@ -437,17 +437,70 @@ def test_trust_remote_code_without_omnisift_hf(omnisift_checkpoint, tmp_path):
         assert torch.equal(result["logits"], expected.logits), auto_class
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The converter (`omnisift-convert`) with a Qwen3-Omni SRC
+# ---------------------------------------------------------------------------------------------------------------------
+def _qwen3_src(tmp_path, full: bool):
+    """A stock Qwen3-Omni checkpoint (the thinker as transformers saves it, or the full layout: `thinker.*` plus talker
+    and code2wav tensors under a `qwen3_omni_moe` config) and the stock thinker's state dict, as saved."""
+    torch.manual_seed(5)
+    stock = Qwen3OmniMoeThinkerForConditionalGeneration(tiny_qwen3_stock_config()).eval()
+    src = tmp_path / ("full" if full else "thinker")
+    stock.save_pretrained(src)
+    saved = load_file(src / "model.safetensors")
+    if full:
+        tensors = {f"thinker.{key}": value for key, value in saved.items()}
+        tensors |= {"talker.model.embed_tokens.weight": torch.ones(4, 2), "code2wav.decoder.weight": torch.ones(3)}
+        save_file(tensors, src / "model.safetensors", metadata={"format": "pt"})
+        thinker = json.loads((src / "config.json").read_text())
+        (src / "config.json").write_text(json.dumps({"model_type": "qwen3_omni_moe", "thinker_config": thinker}))
+    return src, saved
+
+
+def _selector_file(path, hidden_size: int) -> dict:
+    torch.manual_seed(6)
+    selector = OmniSiftAudioSelector(hidden_size, 16, 2, 8)
+    tensors = {f"compressor.{key}": value.contiguous() for key, value in selector.state_dict().items()}
+    save_file(tensors, path)
+    return tensors
+
+
 @pytest.mark.parametrize("full", [False, True])
-def test_converter_refuses_qwen3_omni_and_names_the_way(tmp_path, full):
-    """`omnisift-convert` handles Qwen2.5-Omni only: a Qwen3-Omni SRC (thinker or full config) is refused before any
-    file is written, and the error names the Qwen3 route (from_pretrained + save_pretrained)."""
+def test_converter_writes_a_qwen3_omnisift_checkpoint(tmp_path, full):
+    """A Qwen3-Omni SRC (thinker or full layout) plus `--selector` converts into an `omnisift_qwen3_omni` directory
+    that loads bit-exactly (every thinker tensor of SRC, the selector; talker and code2wav dropped), with its remote
+    code and a model card naming Qwen3-Omni."""
     from omnisift_hf.models.qwen2_5_omni.convert import convert
 
-    src = tmp_path / "src"
-    src.mkdir()
-    thinker = tiny_qwen3_stock_config().to_dict()
-    config = {"model_type": "qwen3_omni_moe", "thinker_config": thinker} if full else thinker
-    (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"OmniSiftQwen3OmniForConditionalGeneration\.from_pretrained"):
+    src, saved = _qwen3_src(tmp_path, full)
+    hidden = tiny_qwen3_stock_config().text_config.hidden_size
+    selector = _selector_file(tmp_path / "selector.safetensors", hidden)
+    dst = convert(src, tmp_path / "dst", selector=tmp_path / "selector.safetensors", keep_ratio=0.35)
+
+    config = json.loads((dst / "config.json").read_text())
+    assert config["model_type"] == "omnisift_qwen3_omni" and config["keep_ratio"] == 0.35
+    assert config["architectures"] == ["OmniSiftQwen3OmniForConditionalGeneration"]
+    assert (dst / "modeling_omnisift.py").is_file() and "Qwen3-Omni" in (dst / "README.md").read_text()
+    written = {key: value for shard in sorted(dst.glob("*.safetensors")) for key, value in load_file(shard).items()}
+    assert set(written) == set(saved) | set(selector)  # no talker / code2wav tensor
+    assert all(torch.equal(written[key], value) for key, value in {**saved, **selector}.items())
+
+    model = OmniSiftQwen3OmniForConditionalGeneration.from_pretrained(dst)
+    assert model.config.keep_ratio == 0.35
+    reloaded = {key: value for key, value in model.state_dict().items() if key.startswith("compressor.")}
+    assert all(torch.equal(reloaded[key], value) for key, value in selector.items())
+
+
+def test_converter_qwen3_errors(tmp_path):
+    """No selector, a selector of another width, `--with-talker`: each a clear error before DST exists."""
+    from omnisift_hf.models.qwen2_5_omni.convert import convert
+
+    src, _ = _qwen3_src(tmp_path, full=True)
+    with pytest.raises(ValueError, match="plain Qwen3-Omni checkpoint; pass --selector"):
         convert(src, tmp_path / "dst")
+    _selector_file(tmp_path / "wide.safetensors", 64)
+    with pytest.raises(ValueError, match="holds a selector for another model size"):
+        convert(src, tmp_path / "dst", selector=tmp_path / "wide.safetensors")
+    with pytest.raises(ValueError, match="Qwen3-Omni's talker is not supported"):
+        convert(src, tmp_path / "dst", with_talker=True)
     assert not (tmp_path / "dst").exists()

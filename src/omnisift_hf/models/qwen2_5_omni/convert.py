@@ -1,4 +1,4 @@
-"""Convert a Qwen2.5-Omni or OmniSIFT checkpoint into one directory in this package's format.
+"""Convert a Qwen2.5-Omni, Qwen3-Omni or OmniSIFT checkpoint into one directory in this package's format.
 
     omnisift-convert dingyue1011/OmniSIFT-7B omnisift-qwen2.5-omni-7b --subfolder OmniSIFT-7B
     omnisift-convert Qwen/Qwen2.5-Omni-7B omnisift-untuned --selector selector.safetensors --keep-ratio 0.35
@@ -12,7 +12,11 @@ SRC is a local directory or a Hub repository id holding
   `--with-talker`); or
 - a plain Qwen2.5-Omni checkpoint (full model, or the thinker as transformers saves it) plus `--selector PATH`, a
   safetensors file with selector weights (keys prefixed `thinker.compressor.`, `compressor.` or bare); or
-- a directory this package saved (`omnisift`, or `omnisift_omni`: the full model), e.g. to change its keep ratios.
+- a directory this package saved (`omnisift`, or `omnisift_omni`: the full model), e.g. to change its keep ratios;
+- a Qwen3-Omni checkpoint (full, `qwen3_omni_moe`, or its thinker) plus `--selector PATH` (no trained Qwen3-Omni
+  selector is published), or an `omnisift_qwen3_omni` directory: DST is then a directory of
+  `OmniSiftQwen3OmniForConditionalGeneration` (model_type `omnisift_qwen3_omni`; the talker and code2wav tensors are
+  dropped; `--with-talker` is Qwen2.5-Omni only).
 
 Every thinker tensor of SRC is kept (the published checkpoint fine-tuned the language model too). DST then holds
 `config.json` (model_type `omnisift`, the keep ratios, the selector sizes, `auto_map`), safetensors shards in the
@@ -46,6 +50,7 @@ import re
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -65,13 +70,13 @@ from transformers.utils import logging
 from ...compression import check_keep_ratio
 from ...remote_code import write_remote_code
 from ...selector import OmniSiftAudioSelector
-from . import modeling_omnisift
+from .._shared_modeling import remote_code_auto_map as _auto_map_of
+from ..qwen3_omni_moe import OmniSiftQwen3OmniConfig, OmniSiftQwen3OmniForConditionalGeneration
 from .configuration_omnisift import OmniSiftConfig, OmniSiftOmniConfig
 from .modeling_omnisift import (
     SPEAKERS_NAME,
     OmniSiftForConditionalGeneration,
     OmniSiftOmniForConditionalGeneration,
-    remote_code_auto_map,
 )
 
 logger = logging.get_logger(__name__)
@@ -99,6 +104,8 @@ _SPEAKER_FIELDS = ("cond", "ref_mel", "bos_token")
 
 _THINKER_PREFIX = "thinker."
 _SPEECH_PREFIXES = ("talker.", "token2wav.")
+# Dropped from a full SRC without --with-talker: Qwen2.5-Omni's speech half, and Qwen3-Omni's (talker, code2wav).
+_DROPPED_PREFIXES = (*_SPEECH_PREFIXES, "code2wav.")
 # Top-level prefixes of a thinker state dict as `save_pretrained` writes it (the pre-5.21 layout), selector included.
 _THINKER_MODULES = ("model.", "visual.", "audio_tower.", "lm_head.", "compressor.")
 # The in-memory layout of transformers >= 5.21, renamed to the saved one should a checkpoint carry it.
@@ -123,6 +130,35 @@ _PAPER_CITATION = """@misc{ding2026omnisift,
   archivePrefix = {arXiv},
   url           = {https://arxiv.org/abs/2602.04804}
 }"""
+
+
+@dataclass(frozen=True)
+class _Backbone:
+    """What the converter writes for one backbone: its OmniSIFT thinker config and model, and how SRC names it."""
+
+    name: str
+    config_class: type
+    model_class: type
+    tag: str
+    # `model_type`s of SRC's config.json that read as this backbone (the full model, its thinker, OmniSIFT's own).
+    model_types: tuple[str, ...]
+
+
+_QWEN2_5_OMNI = _Backbone(
+    "Qwen2.5-Omni",
+    OmniSiftConfig,
+    OmniSiftForConditionalGeneration,
+    "qwen2_5_omni",
+    ("qwen2_5_omni", "qwen2_5_omni_thinker", OmniSiftConfig.model_type, OmniSiftOmniConfig.model_type),
+)
+_QWEN3_OMNI = _Backbone(
+    "Qwen3-Omni",
+    OmniSiftQwen3OmniConfig,
+    OmniSiftQwen3OmniForConditionalGeneration,
+    "qwen3_omni_moe",
+    ("qwen3_omni_moe", "qwen3_omni_moe_thinker", OmniSiftQwen3OmniConfig.model_type),
+)
+_BACKBONES = (_QWEN2_5_OMNI, _QWEN3_OMNI)
 
 
 @dataclass
@@ -223,7 +259,12 @@ def convert(
         base_model = str(src)
 
     # 1. Plan from config.json and the headers alone, and check everything before writing anything.
-    config_dict = _read_config(source)
+    config_dict, backbone = _read_config(source)
+    if with_talker and backbone is not _QWEN2_5_OMNI:
+        raise ValueError(
+            f"--with-talker: SRC {str(src)!r} is a {backbone.name} checkpoint; the converter keeps the speech half of "
+            "Qwen2.5-Omni only (Qwen3-Omni's talker is not supported). Leave out --with-talker for a thinker DST."
+        )
     full_config_dict = _read_full_config(source) if with_talker else None
     plan = _plan(source, with_talker)
     speakers_file = _check_speech(src, source, plan, speakers) if with_talker else None
@@ -238,7 +279,7 @@ def convert(
         ]
         plan.selector_shapes = {name: tuple(tensor.shape) for name, tensor in external_selector.items()}
     selector_origin = f"--selector {str(selector)!r}" if selector is not None else f"SRC {str(src)!r}"
-    config = _build_config(source, config_dict, plan, selector_num_heads, ratios, selector_origin)
+    config = _build_config(source, config_dict, plan, selector_num_heads, ratios, selector_origin, backbone)
     if full_config_dict is not None:
         config = _build_full_config(source, full_config_dict, config)
     keys = [d for _, pairs in plan.shards for _, d in pairs]
@@ -252,7 +293,7 @@ def convert(
         try:
             _write_weights(staging, plan, external_selector, selector_prefix)
             config.save_pretrained(staging)
-            write_remote_code(staging, modeling_omnisift.__file__)
+            write_remote_code(staging, sys.modules[_model_class_of(config).__module__].__file__)
             if speakers_file is not None:  # as it is: the speakers load exactly as from SRC
                 shutil.copyfile(speakers_file, staging / SPEAKERS_NAME)
             if processor is not None:
@@ -635,7 +676,7 @@ def _plan(source: Path, with_talker: bool = False) -> _Plan:
         with _reading(shard, "SRC shard"), safe_open(shard, framework="pt") as f:
             slices = {key: f.get_slice(key) for key in f.keys()}
             headers.append((shard, {key: (tuple(s.get_shape()), s.get_dtype()) for key, s in slices.items()}))
-    full_layout = any(key.startswith((_THINKER_PREFIX, *_SPEECH_PREFIXES)) for _, info in headers for key in info)
+    full_layout = any(key.startswith((_THINKER_PREFIX, *_DROPPED_PREFIXES)) for _, info in headers for key in info)
 
     plan, seen = _Plan(), {}
     for shard, info in headers:
@@ -672,7 +713,7 @@ def _rename(key: str, full_layout: bool) -> str | None:
     """SRC key -> DST key (the layout `save_pretrained` writes), `None` for tensors that are dropped."""
     new_key = key
     if full_layout:
-        if key.startswith(_SPEECH_PREFIXES):
+        if key.startswith(_DROPPED_PREFIXES):
             return None
         new_key = key.removeprefix(_THINKER_PREFIX) if key.startswith(_THINKER_PREFIX) else None
     if new_key is not None:
@@ -682,9 +723,9 @@ def _rename(key: str, full_layout: bool) -> str | None:
                 break
     if new_key is None or not new_key.startswith(_THINKER_MODULES):
         raise ValueError(
-            f"SRC tensor {key!r} fits neither the Qwen2.5-Omni layout (`thinker.*`, `talker.*`, `token2wav.*`) nor "
-            "the thinker layout (`model.*`, `visual.*`, `audio_tower.*`, `lm_head.*`, `compressor.*`); SRC must be a "
-            "Qwen2.5-Omni, Qwen2.5-Omni thinker or OmniSIFT checkpoint."
+            f"SRC tensor {key!r} fits neither the full layout (`thinker.*`, `talker.*`, `token2wav.*` or "
+            "`code2wav.*`) nor the thinker layout (`model.*`, `visual.*`, `audio_tower.*`, `lm_head.*`, "
+            "`compressor.*`); SRC must be a Qwen2.5-Omni, Qwen3-Omni or OmniSIFT checkpoint (full or thinker)."
         )
     return new_key
 
@@ -727,8 +768,9 @@ def _read_selector_file(path: Path) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Checking
 # ---------------------------------------------------------------------------------------------------------------------
-def _read_config(source: Path) -> dict:
-    """SRC's thinker config as an OmniSIFT config dict (`model_type` `omnisift`), checked for what is read of it."""
+def _read_config(source: Path) -> tuple[dict, _Backbone]:
+    """SRC's thinker config as an OmniSIFT config dict of its backbone (`model_type` `omnisift` or
+    `omnisift_qwen3_omni`), checked for what is read of it, and that backbone."""
     path = source / "config.json"
     try:
         raw = json.loads(path.read_text())
@@ -739,25 +781,21 @@ def _read_config(source: Path) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"SRC config.json {str(path)!r} holds a {type(raw).__name__}, not a JSON object.")
     expected = (
-        "expected a Qwen2.5-Omni (`qwen2_5_omni` with a `thinker_config`, or `qwen2_5_omni_thinker`) or OmniSIFT "
-        "(`omnisift`, or `omnisift_omni` with a `thinker_config`) checkpoint"
+        "expected a Qwen2.5-Omni (`qwen2_5_omni` with a `thinker_config`, or `qwen2_5_omni_thinker`), a Qwen3-Omni "
+        "(`qwen3_omni_moe` with a `thinker_config`, or `qwen3_omni_moe_thinker`) or OmniSIFT (`omnisift`, "
+        "`omnisift_omni` with a `thinker_config`, or `omnisift_qwen3_omni`) checkpoint"
     )
+    backbone = next((b for b in _BACKBONES if raw.get("model_type") in b.model_types), _QWEN2_5_OMNI)
+    config_class = backbone.config_class
     try:
-        config_dict, _ = OmniSiftConfig.get_config_dict(str(source))
+        config_dict, _ = config_class.get_config_dict(str(source))
     except (OSError, ValueError, TypeError, AttributeError) as error:  # e.g. a `thinker_config` that is no object
         raise ValueError(f"SRC config.json {str(path)!r} cannot be read as a config ({error}); {expected}.") from error
-    thinker = config_dict.get(OmniSiftConfig.base_config_key)
+    thinker = config_dict.get(config_class.base_config_key)
     if config_dict.get("model_type") == OmniSiftOmniConfig.model_type and isinstance(thinker, dict):
         config_dict = {**thinker, "model_type": OmniSiftConfig.model_type}  # a full model this package saved
-    if config_dict.get("model_type") != OmniSiftConfig.model_type:
-        hint = ""
-        if str(raw.get("model_type", "")).startswith(("qwen3_omni_moe", "omnisift_qwen3_omni")):
-            hint = (
-                " The converter handles Qwen2.5-Omni only; for Qwen3-Omni load SRC with "
-                "`OmniSiftQwen3OmniForConditionalGeneration.from_pretrained(SRC)` (full or thinker checkpoint) and "
-                "write DST with its `save_pretrained(DST, processor=...)`."
-            )
-        raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.{hint}")
+    if config_dict.get("model_type") != config_class.model_type:
+        raise ValueError(f"SRC config.json {str(path)!r} has model_type {raw.get('model_type')!r}; {expected}.")
     text_config = config_dict.get("text_config")
     hidden_size = text_config.get("hidden_size") if isinstance(text_config, dict) else None
     if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size <= 0:
@@ -766,7 +804,7 @@ def _read_config(source: Path) -> dict:
             f"config; {expected}."
         )
     config_dict.pop("auto_map", None)  # rewritten for the files DST receives
-    return config_dict
+    return config_dict, backbone
 
 
 def _read_full_config(source: Path) -> dict:
@@ -864,15 +902,22 @@ def _check_speakers(path: Path, role: str) -> None:
 
 
 def _build_config(
-    source: Path, config_dict: dict, plan: _Plan, num_heads: int, ratios: dict[str, float], selector_origin: str
-) -> OmniSiftConfig:
-    """SRC's thinker config as an [`OmniSiftConfig`], with the selector sizes of its tensors and the given ratios.
-    `selector_origin` ("SRC ...", "--selector ...") names where the selector tensors come from."""
+    source: Path,
+    config_dict: dict,
+    plan: _Plan,
+    num_heads: int,
+    ratios: dict[str, float],
+    selector_origin: str,
+    backbone: _Backbone = _QWEN2_5_OMNI,
+):
+    """SRC's thinker config as its backbone's OmniSIFT config ([`OmniSiftConfig`], [`OmniSiftQwen3OmniConfig`]),
+    with the selector sizes of its tensors and the given ratios. `selector_origin` ("SRC ...", "--selector ...") names
+    where the selector tensors come from."""
     shapes = plan.selector_shapes
     names = _selector_names()
     if not shapes:
         raise ValueError(
-            f"SRC {str(source)!r} has no selector weights (`thinker.compressor.*`), so it is a plain Qwen2.5-Omni "
+            f"SRC {str(source)!r} has no selector weights (`thinker.compressor.*`), so it is a plain {backbone.name} "
             "checkpoint; pass --selector PATH with the trained selector (a safetensors file)."
         )
     if set(shapes) != set(names):
@@ -921,11 +966,11 @@ def _build_config(
         **ratios,
     }
     try:
-        config = OmniSiftConfig.from_dict(config_dict)
+        config = backbone.config_class.from_dict(config_dict)
     except (ValueError, TypeError) as error:  # a field of SRC's config.json the config refuses
         raise ValueError(f"SRC config.json in {str(source)!r} is not a valid thinker config: {error}") from error
-    config.architectures = [OmniSiftForConditionalGeneration.__name__]
-    config.auto_map = remote_code_auto_map()
+    config.architectures = [backbone.model_class.__name__]
+    config.auto_map = _auto_map_of(backbone.model_class)
     if plan.dtypes:  # what `save_pretrained` records: the dtype the weights are stored in
         config.dtype = _SAFETENSORS_DTYPES[plan.dtypes.most_common(1)[0][0]]
     return config
@@ -944,7 +989,7 @@ def _build_full_config(source: Path, config_dict: dict, thinker: OmniSiftConfig)
     except (ValueError, TypeError) as error:  # a field of SRC's talker or token2wav config the config refuses
         raise ValueError(f"SRC config.json in {str(source)!r} is not a valid Qwen2.5-Omni config: {error}") from error
     config.architectures = [OmniSiftOmniForConditionalGeneration.__name__]
-    config.auto_map = remote_code_auto_map(OmniSiftOmniForConditionalGeneration)
+    config.auto_map = _auto_map_of(OmniSiftOmniForConditionalGeneration)
     config.dtype = getattr(thinker, "dtype", None) or config.dtype
     return config
 
@@ -955,7 +1000,7 @@ def _check_complete(config: OmniSiftConfig | OmniSiftOmniConfig, keys: list[str]
     the model needs (else DST would fail to load)."""
     full = isinstance(config, OmniSiftOmniConfig)
     with torch.device("meta"):
-        model = (OmniSiftOmniForConditionalGeneration if full else OmniSiftForConditionalGeneration)(config)
+        model = _model_class_of(config)(config)
     state_dict = model.state_dict()
     required = set(revert_weight_conversion(model, remove_tied_weights_from_state_dict(state_dict, model)))
     known = revert_weight_conversion(model, state_dict)
@@ -984,6 +1029,13 @@ def _check_complete(config: OmniSiftConfig | OmniSiftOmniConfig, keys: list[str]
         logger.warning(
             f"SRC has {len(unexpected)} {tensors} the model does not use, kept as they are: {unexpected[:5]}"
         )
+
+
+def _model_class_of(config) -> type:
+    """The OmniSIFT model class DST holds for `config` (the full Qwen2.5-Omni model, or a backbone's thinker)."""
+    if isinstance(config, OmniSiftOmniConfig):
+        return OmniSiftOmniForConditionalGeneration
+    return next(b.model_class for b in _BACKBONES if isinstance(config, b.config_class))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1034,8 +1086,10 @@ def model_card(config: OmniSiftConfig | OmniSiftOmniConfig, *, base_model: str |
     full-model `config` ([`OmniSiftOmniConfig`], `--with-talker`), the spoken-reply variant."""
     full = isinstance(config, OmniSiftOmniConfig)
     thinker = config.thinker_config if full else config
+    backbone = next(b for b in _BACKBONES if isinstance(thinker, b.config_class))
+    name = backbone.name
     width, heads, mlp_size = thinker.selector_hidden_size, thinker.selector_num_heads, thinker.selector_mlp_size
-    tags = ["omnisift", "qwen2_5_omni", "token-compression", "video", "audio"]
+    tags = ["omnisift", backbone.tag, "token-compression", "video", "audio"]
     metadata = ModelCardData(
         base_model=base_model,
         library_name="transformers",
@@ -1046,7 +1100,7 @@ def model_card(config: OmniSiftConfig | OmniSiftOmniConfig, *, base_model: str |
     def shown(value: float | None) -> str:
         return "derived from `keep_ratio`" if value is None else f"`{value}`"
 
-    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else "a Qwen2.5-Omni checkpoint"
+    base = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"a {name} checkpoint"
     if full:
         title = "Qwen2.5-Omni, thinker and talker"
         output = (
@@ -1055,8 +1109,8 @@ def model_card(config: OmniSiftConfig | OmniSiftOmniConfig, *, base_model: str |
         )
         recorded = "`config.json` (`thinker_config`)"
     else:
-        title = "Qwen2.5-Omni thinker"
-        output = "Text output only: the Qwen2.5-Omni thinker, no talker."
+        title = f"{name} thinker"
+        output = f"Text output only: the {name} thinker, no talker."
         recorded = "`config.json`"
     return f"""---
 {metadata.to_yaml()}
@@ -1064,7 +1118,7 @@ def model_card(config: OmniSiftConfig | OmniSiftOmniConfig, *, base_model: str |
 
 # OmniSIFT ({title})
 
-[OmniSIFT](https://arxiv.org/abs/2602.04804) (ICML 2026) token compression for Qwen2.5-Omni, in the format of
+[OmniSIFT](https://arxiv.org/abs/2602.04804) (ICML 2026) token compression for {name}, in the format of
 `omnisift_hf` (a native 🤗 transformers model). {output}
 
 Converted from {base}.
@@ -1086,7 +1140,7 @@ All knobs are **keep** fractions in (0, 1] (the paper writes drop fractions, `rh
 
 | knob | this checkpoint | meaning |
 |---|---|---|
-| `keep_ratio` | `{thinker.keep_ratio}` | fraction of the audio + video tokens kept; `1.0` is exactly Qwen2.5-Omni |
+| `keep_ratio` | `{thinker.keep_ratio}` | fraction of the audio + video tokens kept; `1.0` is exactly {name} |
 | `video_keep_ratio` | {shown(thinker.video_keep_ratio)} | fraction of the video tokens kept by STVP |
 | `audio_keep_ratio` | {shown(thinker.audio_keep_ratio)} | fraction of the audio tokens kept by VGAS |
 
@@ -1096,7 +1150,7 @@ The paper's operating points: "35%" = `audio_keep_ratio=0.7, video_keep_ratio=0.
 ## Usage
 
 ```python
-{_full_model_usage(model_id) if full else _thinker_usage(model_id)}
+{_full_model_usage(model_id) if full else _thinker_usage(model_id, backbone)}
 ```
 
 ## Citation
@@ -1107,7 +1161,9 @@ The paper's operating points: "35%" = `audio_keep_ratio=0.7, video_keep_ratio=0.
 """
 
 
-def _thinker_usage(model_id: str) -> str:
+def _thinker_usage(model_id: str, backbone: _Backbone = _QWEN2_5_OMNI) -> str:
+    if backbone is _QWEN3_OMNI:
+        return _qwen3_usage(model_id)
     return f"""import torch
 from qwen_omni_utils import process_mm_info
 from transformers import AutoModel, AutoProcessor
@@ -1129,6 +1185,17 @@ inputs = processor(
 ids = model.generate(**inputs, use_audio_in_video=True, max_new_tokens=64)  # or keep_ratio=..., per call
 print(processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0])
 print(model.compression_stats.num_kept_video_tokens, model.compression_stats.num_kept_audio_tokens)"""
+
+
+def _qwen3_usage(model_id: str) -> str:
+    return f"""import torch
+import omnisift_hf  # or `trust_remote_code=True` below, to run the code in this repository instead
+from transformers import AutoModel, AutoProcessor, pipeline
+
+model = AutoModel.from_pretrained("{model_id}", dtype=torch.bfloat16, device_map="auto")
+processor = AutoProcessor.from_pretrained("{model_id}")  # Qwen3OmniMoeProcessor
+pipe = pipeline("omni-qa", model=model, processor=processor)
+print(pipe(video="clip.mp4", question="What is the person doing?"))  # or keep_ratio=..., per call"""
 
 
 def _full_model_usage(model_id: str) -> str:
@@ -1173,8 +1240,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="omnisift-convert",
         description=(
-            "Convert a Qwen2.5-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a time): the "
-            "thinker (text output), or with --with-talker the full model (text and speech)."
+            "Convert a Qwen2.5-Omni, Qwen3-Omni or OmniSIFT checkpoint into an omnisift_hf directory (one shard at a "
+            "time): the thinker (text output), or with --with-talker the full Qwen2.5-Omni model (text and speech)."
         ),
     )
     parser.add_argument("src", help="local directory or Hub repository id of the checkpoint")
