@@ -15,6 +15,7 @@ from omnisift_hf.tools.avqa import (
     AVQA_VIDEO_SAMPLING,
     BASELINES,
     COLORS,
+    ORACLES,
     SPLITS,
     TASKS,
     evaluate_avqa,
@@ -23,6 +24,7 @@ from omnisift_hf.tools.avqa import (
     load_avqa_split,
     markdown_report,
     plot_avqa,
+    selector_auroc,
 )
 
 COUNTS = {"train": 2, "validation": 1, "test": 1}
@@ -192,7 +194,8 @@ def report(dataset, processor):
 
 
 def test_evaluation_report_is_well_formed(report):
-    names = ["omnisift@1", "omnisift@0.25", "random@0.25", "uniform@0.25", "stvp_random_audio@0.25", "no_audio"]
+    names = ["omnisift@1", "omnisift@0.25", "random@0.25", "uniform@0.25", "stvp_random_audio@0.25"]
+    names += ["oracle_audio@0.25", "no_audio"]
     assert list(report["conditions"]) == names
     assert report["tasks"] == ["count", "order", "cross"]
     for entry in report["conditions"].values():
@@ -213,7 +216,7 @@ def test_evaluation_report_is_well_formed(report):
 def test_baselines_keep_omnisifts_token_counts(report):
     clips = report["per_clip"]
     assert report["conditions"]["omnisift@0.25"]["retention"] < 0.35
-    for baseline in BASELINES:
+    for baseline in (*BASELINES, *ORACLES):
         for ours, theirs in zip(clips["omnisift@0.25"], clips[f"{baseline}@0.25"], strict=True):
             assert ours["id"] == theirs["id"]
             assert ours["kept_video"] == theirs["kept_video"] and ours["kept_audio"] == theirs["kept_audio"]
@@ -406,3 +409,161 @@ def test_decision_gradients_reach_dropped_tokens_only_with_the_attention_policy(
     assert dropped and all(g == 0 for g in dropped)
     policy_dropped = results["attention_policy"]["dropped beep"] + results["attention_policy"]["dropped other"]
     assert max(abs(g) for g in policy_dropped) > 1e-6
+
+
+def test_selector_auroc_matches_pairwise_counts():
+    """The rank formula equals the brute-force count over every (event, other) pair, ties counting 1/2."""
+    rng = np.random.default_rng(0)
+    cases = [
+        ([0.3, 0.3, 0.1, 0.9, 0.3, 0.5], [True, False, False, True, False, True]),
+        ([1.0, 1.0, 1.0, 1.0], [True, False, True, False]),  # all tied: 0.5
+        ([2.0, 1.0, 0.0], [True, False, False]),  # perfect
+        ([2.0, 1.0, 0.0], [False, False, True]),  # reversed
+    ]
+    for _ in range(20):
+        scores = rng.integers(0, 4, size=15).astype(float)  # many ties
+        labels = rng.random(15) < 0.4
+        labels[:2] = [True, False]
+        cases.append((scores.tolist(), labels.tolist()))
+    for scores, labels in cases:
+        pos = [s for s, y in zip(scores, labels, strict=True) if y]
+        neg = [s for s, y in zip(scores, labels, strict=True) if not y]
+        pairs = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg)
+        assert selector_auroc(scores, labels) == pytest.approx(pairs / (len(pos) * len(neg)), abs=1e-12)
+    assert selector_auroc([1.0, 1.0, 1.0, 1.0], [True, False, True, False]) == 0.5
+    assert selector_auroc([2.0, 1.0, 0.0], [True, False, False]) == 1.0
+    assert np.isnan(selector_auroc([0.1, 0.2], [True, True])) and np.isnan(selector_auroc([0.1], [False]))
+    assert np.isnan(selector_auroc([], []))
+
+
+def test_report_has_the_oracle_and_the_selector_auroc(report):
+    auroc = report["selector_auroc"]
+    assert list(auroc) == ["omnisift@0.25"]  # keep 1.0 scores nothing
+    for task in ["all", *report["tasks"]]:
+        cell = auroc["omnisift@0.25"][task]
+        assert set(cell) == {"auroc", "clip_mean", "window_auroc", "clips", "event_tokens", "other_tokens"}
+        assert cell["clips"] >= 1 and cell["event_tokens"] > 0 and cell["other_tokens"] > 0
+        assert 0.0 <= cell["auroc"] <= 1.0 and 0.0 <= cell["clip_mean"] <= 1.0
+        assert cell["window_auroc"] is None or 0.0 <= cell["window_auroc"] <= 1.0
+    assert auroc["omnisift@0.25"]["all"]["clips"] == sum(auroc["omnisift@0.25"][t]["clips"] for t in report["tasks"])
+    oracle, ours = report["conditions"]["oracle_audio@0.25"], report["conditions"]["omnisift@0.25"]
+    assert oracle["beep_recall"] >= ours["beep_recall"]
+    assert oracle["square_recall"] == ours["square_recall"] and oracle["retention"] == ours["retention"]
+    assert "omnisift-oracle_audio@0.25" in report["paired"]
+    json.dumps(report)
+    table = markdown_report(report)
+    assert "oracle_audio" in table and "Selector AUROC" in table and "| omnisift@0.25 |" in table
+    # A report without the diagnostics (older report.json files) still renders; undefined AUROCs read n/a.
+    older = {key: value for key, value in report.items() if key != "selector_auroc"}
+    assert "Selector AUROC" not in markdown_report(older)
+    undefined = json.loads(json.dumps(report))
+    undefined["selector_auroc"]["omnisift@0.25"]["count"].update(auroc=None, clip_mean=None, window_auroc=None)
+    assert "n/a" in markdown_report(undefined)
+
+
+def test_report_auroc_uses_the_selectors_own_scores(dataset, processor):
+    """The report's AUROC equals one computed from the selection the model makes on the same clips."""
+    from omnisift_hf.training import OmniQADataCollator
+
+    examples, metas = load_avqa_split(dataset, "test")
+    examples, metas = examples[:2], metas[:2]
+    model = tiny_model()
+    report = evaluate_avqa(
+        model, processor, examples, metas, keep_ratios=(0.35,), methods=("omnisift",), no_audio=False, bootstrap=10
+    )
+    batch = OmniQADataCollator(processor, video_sampling=AVQA_VIDEO_SAMPLING)(examples)
+    batch.pop("labels")
+    selections = []
+
+    def record(*args):
+        selections.append(model.select_tokens(*args))
+        return selections[-1]
+
+    with torch.no_grad():
+        model(**batch, keep_ratio=0.35, token_selector=record)
+    (selection,) = selections
+    audio_id = model.config.audio_token_id
+    events = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    for b, meta in enumerate(metas):
+        positions = torch.nonzero(batch["input_ids"][b] == audio_id).squeeze(1)
+        _, beep = event_token_masks(meta, batch["video_grid_thw"][b].tolist(), positions.shape[0])
+        events[b, positions] = torch.from_numpy(beep)
+    scored = selection.layout.audio_index[selection.gated_audio]
+    labels = events.reshape(-1)[scored].numpy()
+    logits = selection.audio_logits.float().numpy()
+    assert labels.any() and not labels.all()
+    result = report["selector_auroc"]["omnisift@0.35"]["all"]
+    assert result["auroc"] == pytest.approx(selector_auroc(logits, labels))
+    assert result["event_tokens"] == labels.sum() and result["other_tokens"] == (~labels).sum()
+    # Within-window AUROC: brute force over the (event, other) pairs of one window.
+    window = selection.layout.window_of_audio[selection.gated_audio].numpy()
+    wins = ties = pairs = 0
+    for i in np.flatnonzero(labels):
+        for j in np.flatnonzero(~labels & (window == window[i])):
+            wins, ties, pairs = wins + (logits[i] > logits[j]), ties + (logits[i] == logits[j]), pairs + 1
+    assert pairs > 0 and result["window_auroc"] == pytest.approx((wins + ties / 2) / pairs)
+
+
+def test_oracle_keeps_omnisifts_counts_and_event_tokens_first(dataset, processor):
+    """oracle_audio: STVP's video, OmniSIFT's kept audio count in every window, every beep token of a window whose
+    count covers its beep tokens (otherwise only beep tokens), and the other tokens in the selector's order."""
+    from omnisift_hf.tools.avqa import baseline_selector
+    from omnisift_hf.training import OmniQADataCollator
+
+    examples, metas = load_avqa_split(dataset, "test")
+    batch = OmniQADataCollator(processor, video_sampling=AVQA_VIDEO_SAMPLING)(examples[:3])
+    batch.pop("labels")
+    model = tiny_model()
+    audio_id = model.config.audio_token_id
+    events = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    for b, meta in enumerate(metas[:3]):
+        positions = torch.nonzero(batch["input_ids"][b] == audio_id).squeeze(1)
+        _, beep = event_token_masks(meta, batch["video_grid_thw"][b].tolist(), positions.shape[0])
+        events[b, positions] = torch.from_numpy(beep)
+    with pytest.raises(ValueError, match="audio_events"):
+        baseline_selector(model, "oracle_audio")
+    with pytest.raises(ValueError, match="oracle_audio"):
+        baseline_selector(model, "nonsense")
+
+    for keep_ratio in (0.5, 0.25, 0.15):
+        selections = []
+        oracle = baseline_selector(model, "oracle_audio", audio_events=events)
+
+        def record(*args, _oracle=oracle, _selections=selections):
+            _selections.append((model.select_tokens(*args), _oracle(*args)))
+            return _selections[-1][1]
+
+        with torch.no_grad():
+            model(**batch, keep_ratio=keep_ratio, token_selector=record)
+        ((ours, theirs),) = selections
+        layout = ours.layout
+        assert torch.equal(theirs.video_keep, ours.video_keep) and theirs.audio_gate is None
+        is_event = events.reshape(-1)[layout.audio_index]
+        windowed = layout.window_of_audio >= 0
+        assert torch.equal(theirs.audio_keep[~windowed], ours.audio_keep[~windowed])
+        scored = torch.zeros_like(is_event)
+        scored[ours.gated_audio] = True
+        assert torch.equal(theirs.audio_keep[~scored], ours.audio_keep[~scored])  # unscored windows: all kept
+        logit = torch.full(is_event.shape, float("nan"))
+        logit[ours.gated_audio] = ours.audio_logits
+        covered = checked = 0
+        for w in layout.window_of_audio[scored].unique().tolist():
+            members = scored & (layout.window_of_audio == w)
+            count = int(ours.audio_keep[members].sum())
+            assert int(theirs.audio_keep[members].sum()) == count
+            beeps = int(is_event[members].sum())
+            kept_beeps = int((theirs.audio_keep & members & is_event).sum())
+            assert kept_beeps == min(beeps, count)
+            others_kept = theirs.audio_keep & members & ~is_event
+            others_dropped = ~theirs.audio_keep & members & ~is_event
+            if others_kept.any() and others_dropped.any():  # the rest by the selector's order
+                assert logit[others_kept].min() >= logit[others_dropped].max()
+            if beeps == 0:  # no event: exactly OmniSIFT's tokens
+                assert torch.equal(theirs.audio_keep[members], ours.audio_keep[members])
+            covered += beeps > 0 and count >= beeps
+            checked += beeps > 0
+        assert checked > 0
+        if keep_ratio == 0.5:
+            assert covered > 0  # some window's budget covers its beep: all of that beep is kept
+        beep_kept = int((theirs.audio_keep & is_event & scored).sum())
+        assert beep_kept >= int((ours.audio_keep & is_event & scored).sum())

@@ -45,6 +45,15 @@ classification); `accuracy` is that, `top1` is the argmax over the whole vocabul
 sample's kept-video count filled exactly, the last chosen frame partly with evenly spaced patches; audio evenly
 strided per window), `stvp_random_audio` (STVP's video, random audio per window) and the ablation `no_audio` (all
 video, no audio tokens).
+
+Diagnostics of the learned audio selector: `oracle_audio` ([`ORACLES`]) is an upper bound for any audio selector at
+OmniSIFT's retention: STVP's video, and in every window the selector scored, as many audio tokens as OmniSIFT keeps
+there, the event (beep) tokens first, then the other tokens in the selector's order (highest score first; with no
+beep in a window it keeps exactly OmniSIFT's tokens). The report's `selector_auroc` gives, per OmniSIFT keep ratio and
+task, the AUROC of the selector's logits for beep against other audio tokens ([`selector_auroc`]; the tokens the
+selector scored, pooled over the task's clips that have both kinds; `clip_mean` averages the clips' own AUROCs;
+`window_auroc` counts only pairs of one window, the comparisons top-k per window makes): 0.5 is chance, 1.0 ranks
+every beep token above every other token.
 """
 
 from __future__ import annotations
@@ -78,6 +87,7 @@ __all__ = [
     "BASELINES",
     "COLORS",
     "METHODS",
+    "ORACLES",
     "PITCHES_HZ",
     "QUESTIONS",
     "SPLITS",
@@ -91,6 +101,7 @@ __all__ = [
     "make_clip_spec",
     "markdown_report",
     "plot_avqa",
+    "selector_auroc",
     "write_clip",
 ]
 
@@ -115,7 +126,9 @@ ANSWERS = {
 # 112 x 112 frames stay 112 x 112: 16 merged tokens per temporal slice (see the module docstring).
 AVQA_VIDEO_SAMPLING = VideoSampling(fps=2.0, min_pixels=112 * 112, max_pixels=112 * 112)
 BASELINES = ("random", "uniform", "stvp_random_audio")
-METHODS = ("omnisift", *BASELINES)
+# Upper bounds that read the events (not a selector a model could use); see the module docstring.
+ORACLES = ("oracle_audio",)
+METHODS = ("omnisift", *BASELINES, *ORACLES)
 
 # The embedded default: a small OmniSIFT model trained on AVQA (how: examples/avqa_default.sh), installed with
 # the package. `pipeline("omni-qa", model=str(AVQA_CHECKPOINT))`; its processor samples frames at 112 x 112.
@@ -523,19 +536,49 @@ def _rechoose(method: str, layout, video_keep, audio_keep, generator):
     return torch.ones_like(video_keep), audio_keep & ~windowed
 
 
-def baseline_selector(model, method: str = "omnisift", seed: int = 0):
+def _oracle_audio(selection, audio_events: torch.Tensor) -> torch.Tensor:
+    """`oracle_audio`'s audio decisions `(Na,)`: in each window the selector scored, OmniSIFT's kept count, event
+    tokens first, then the others by the selector's logit (ties to the earlier token); everything else as OmniSIFT.
+
+    audio_events (`torch.BoolTensor` of shape `(Na,)`): which of the layout's audio tokens are events."""
+    keep = selection.audio_keep.clone()
+    scored = selection.gated_audio
+    if scored is None or scored.numel() == 0:
+        return keep
+    window = selection.layout.window_of_audio[scored]
+    counts = torch.bincount(window[selection.audio_keep[scored]], minlength=selection.layout.num_pairs)
+    order = torch.sort(selection.audio_logits.detach().float(), descending=True, stable=True).indices
+    order = order[torch.sort((~audio_events[scored][order]).long(), stable=True).indices]  # events first
+    priority = torch.empty(scored.shape[0], dtype=torch.float64, device=scored.device)
+    priority[order] = -torch.arange(scored.shape[0], dtype=torch.float64, device=scored.device)
+    keep[scored] = segment_rank(priority, window) < counts[window]
+    return keep
+
+
+def baseline_selector(model, method: str = "omnisift", seed: int = 0, audio_events: torch.Tensor | None = None):
     """The `token_selector` (argument of the model's `forward` / `generate`) that selects tokens with `method`:
-    `None` for `"omnisift"` (the model's own selection), a baseline of `BASELINES`, or `"no_audio"` (all video, no
-    audio; call the model with `video_keep_ratio=1.0, audio_keep_ratio=0.5` so that selection runs). Baselines keep
-    OmniSIFT's token counts per frame and per audio window (see the module docstring)."""
+    `None` for `"omnisift"` (the model's own selection), a baseline of `BASELINES`, an upper bound of `ORACLES`, or
+    `"no_audio"` (all video, no audio; call the model with `video_keep_ratio=1.0, audio_keep_ratio=0.5` so that
+    selection runs). Baselines and oracles keep OmniSIFT's token counts per frame and per audio window (see the
+    module docstring).
+
+    audio_events (`torch.BoolTensor` of shape `(B, L)`, *optional*): True at the positions (of the model's `input_ids`)
+    of event audio tokens, e.g. the beeps of [`event_token_masks`]; required by `"oracle_audio"`.
+    """
     if method == "omnisift":
         return None
-    if method not in (*BASELINES, "no_audio"):
+    if method not in (*BASELINES, *ORACLES, "no_audio"):
         raise ValueError(f"AVQA: unknown method {method!r}; choose from {(*METHODS, 'no_audio')}")
+    if method == "oracle_audio" and audio_events is None:
+        raise ValueError("AVQA: oracle_audio needs `audio_events` (True at the event audio tokens' positions)")
     generator = torch.Generator().manual_seed(seed)
 
     def select(*args, **kwargs):
         selection = model.select_tokens(*args, **kwargs)
+        if method == "oracle_audio":
+            events = audio_events.reshape(-1).to(selection.layout.audio_index.device)[selection.layout.audio_index]
+            audio_keep = _oracle_audio(selection, events)
+            return dataclasses.replace(selection, audio_keep=audio_keep, audio_gate=None)
         video_keep, audio_keep = _rechoose(
             method, selection.layout, selection.video_keep, selection.audio_keep, generator
         )
@@ -581,12 +624,15 @@ def evaluate_avqa(
 ) -> dict:
     """Teacher-forced accuracy of `model` on AVQA `examples` (with their `metas`, see [`load_avqa_split`]) for every
     method x keep ratio, with achieved retention, event-token recall and paired bootstrap 95% intervals of OmniSIFT
-    minus each baseline. Returns a JSON-serialisable report (see [`markdown_report`])."""
+    minus each baseline and oracle, and (`selector_auroc`) the AUROC of the selector's scores for beep against other
+    audio tokens per OmniSIFT keep ratio below 1 and task. Returns a JSON-serialisable report (see
+    [`markdown_report`])."""
     collator = OmniQADataCollator(processor, video_sampling=sampling)
     tokenizer = processor.tokenizer
     video_id, audio_id = model.config.video_token_id, model.config.audio_token_id
     conditions = _conditions(keep_ratios, methods, no_audio)
     per_clip = {_condition_name(m, k): [] for m, k, _ in conditions}
+    scored_scores: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = {}  # OmniSIFT's (task, logits, is_event)
     model.eval()
     for start in range(0, len(examples), batch_size):
         batch_examples, batch_metas = examples[start : start + batch_size], metas[start : start + batch_size]
@@ -611,6 +657,9 @@ def evaluate_avqa(
         for b, (video_mask, _) in enumerate(events):
             if video_mask.shape[0] != video_positions[b].shape[0]:
                 raise RuntimeError(f"AVQA: {batch_metas[b]['id']}: video tokens do not match the grid")
+        audio_events = torch.zeros_like(batch["input_ids"], dtype=torch.bool)  # (B, L): the beep tokens' positions
+        for b, (_, audio_mask) in enumerate(events):
+            audio_events[b, audio_positions[b]] = torch.from_numpy(audio_mask)
         # The video encoder runs once per batch; every condition reuses its output (audio is re-encoded: cheap).
         inputs = to_model_inputs({key: value for key, value in batch.items() if key != "pixel_values_videos"}, model)
         inputs["mm_encoder_outputs"] = {
@@ -619,7 +668,20 @@ def evaluate_avqa(
             )
         }
         for method, keep, kwargs in conditions:
-            output = model(**inputs, **kwargs, token_selector=baseline_selector(model, method, seed=seed + start))
+            selector = baseline_selector(model, method, seed=seed + start, audio_events=audio_events)
+            recorded = []
+            if method == "omnisift":  # the model's own selection, recorded for the selector's AUROC
+
+                def selector(*args, _recorded=recorded, **kwargs):
+                    _recorded.append(model.select_tokens(*args, **kwargs))
+                    return _recorded[-1]
+
+            output = model(**inputs, **kwargs, token_selector=selector)
+            if recorded and recorded[0].gated_audio is not None:
+                name = _condition_name(method, keep)
+                scored_scores.setdefault(name, []).extend(
+                    _scored_audio_by_clip(recorded[0], audio_events, batch_metas)
+                )
             logits = output.logits.float().cpu()
             kept_token_index = None if output.kept_token_index is None else output.kept_token_index.cpu()
             kept_masks = None if kept_token_index is None else output.kept_attention_mask.cpu().bool()
@@ -658,7 +720,84 @@ def evaluate_avqa(
                 )
         if progress:
             print(f"AVQA: {min(start + batch_size, len(examples))}/{len(examples)} clips", flush=True)
-    return _summarise(per_clip, conditions, bootstrap, seed)
+    report = _summarise(per_clip, conditions, bootstrap, seed)
+    report["selector_auroc"] = _summarise_auroc(scored_scores, report["tasks"])
+    return report
+
+
+def _scored_audio_by_clip(selection, audio_events: torch.Tensor, metas) -> list[tuple]:
+    """Per clip of the batch: its task, the selector's logits of its scored audio tokens, whether each is an event
+    token, and each one's window."""
+    layout, scored = selection.layout, selection.gated_audio
+    events = audio_events.reshape(-1).to(layout.audio_index.device)[layout.audio_index[scored]].cpu().numpy()
+    logits = selection.audio_logits.detach().float().cpu().numpy()
+    sample = layout.audio_sample[scored].cpu().numpy()
+    window = layout.window_of_audio[scored].cpu().numpy()
+    return [
+        (meta["task"], logits[sample == b], events[sample == b], window[sample == b]) for b, meta in enumerate(metas)
+    ]
+
+
+def _mann_whitney(scores, labels) -> tuple[float, int]:
+    """`(U, positives x negatives)`: U counts the (positive, negative) pairs where the positive scores higher, ties
+    1/2 (from average ranks, exact)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels, dtype=bool)
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if positives == 0 or negatives == 0:
+        return 0.0, 0
+    order = np.argsort(scores, kind="stable")
+    ordered = scores[order]
+    # Average 1-based rank of each run of equal scores.
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], ordered.shape[0]]
+    ranks = np.empty(scores.shape[0], dtype=np.float64)
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return float(ranks[labels].sum() - positives * (positives + 1) / 2.0), positives * negatives
+
+
+def selector_auroc(scores, labels) -> float:
+    """AUROC of `scores` for `labels` (bool): the probability that a random positive outscores a random negative,
+    ties counting 1/2 (Mann-Whitney U from average ranks, exact). NaN without both a positive and a negative."""
+    u, pairs = _mann_whitney(scores, labels)
+    return u / pairs if pairs else float("nan")
+
+
+def _summarise_auroc(scored_scores: dict, tasks: list[str]) -> dict:
+    """Per OmniSIFT condition and task (and `all`): the pooled AUROC over the clips with both event and other scored
+    audio tokens (`auroc`, None when there are none), the mean of those clips' own AUROCs (`clip_mean`), the AUROC
+    over the (event, other) pairs of one window (`window_auroc`: what top-k per window acts on; None without such a
+    window), and the counts (`clips`, `event_tokens`, `other_tokens`)."""
+    result = {}
+    for name, clips in scored_scores.items():
+        entry = {}
+        for task in ["all", *tasks]:
+            both = [
+                (logits, events, window)
+                for clip_task, logits, events, window in clips
+                if task in ("all", clip_task) and events.any() and not events.all()
+            ]
+            window_u = window_pairs = 0.0
+            for logits, events, window in both:
+                for w in np.unique(window):
+                    u, pairs = _mann_whitney(logits[window == w], events[window == w])
+                    window_u, window_pairs = window_u + u, window_pairs + pairs
+            if both:
+                logits = np.concatenate([logits for logits, _, _ in both])
+                events = np.concatenate([events for _, events, _ in both])
+                pooled = selector_auroc(logits, events)
+                clip_mean = float(np.mean([selector_auroc(logits, events) for logits, events, _ in both]))
+            else:
+                events, pooled, clip_mean = np.zeros(0, dtype=bool), None, None
+            entry[task] = {
+                "auroc": pooled,
+                "clip_mean": clip_mean,
+                "window_auroc": window_u / window_pairs if window_pairs else None,
+                "clips": len(both),
+                "event_tokens": int(events.sum()),
+                "other_tokens": int((~events).sum()),
+            }
+        result[name] = entry
+    return result
 
 
 def _summarise(per_clip: dict, conditions, bootstrap: int, seed: int) -> dict:
@@ -694,9 +833,12 @@ def _summarise(per_clip: dict, conditions, bootstrap: int, seed: int) -> dict:
         }
     rng = np.random.default_rng(seed)
     paired = {}
-    for name, entry in summary.items():
-        if entry["method"] not in BASELINES:
-            continue
+    # Baselines first, then the oracles: the bootstrap draws (and intervals) of the baselines do not depend on
+    # whether the oracles were evaluated.
+    compared = [name for name, e in summary.items() if e["method"] in BASELINES]
+    compared += [name for name, e in summary.items() if e["method"] in ORACLES]
+    for name in compared:
+        entry = summary[name]
         reference = per_clip[_condition_name("omnisift", entry["keep_ratio"])]
         ours = per_clip[name]
         result = {}
@@ -718,7 +860,7 @@ def _summarise(per_clip: dict, conditions, bootstrap: int, seed: int) -> dict:
 
 def markdown_report(report: dict) -> str:
     """Markdown tables of a report of [`evaluate_avqa`]: accuracy per task with retention and event recall, then the
-    paired differences."""
+    paired differences, then the selector's AUROC per task (`n/a` where undefined; reports without it skip it)."""
     tasks = report["tasks"]
     lines = [
         "| method | keep | retention (video / audio) | square recall | beep recall | all | "
@@ -745,6 +887,22 @@ def markdown_report(report: dict) -> str:
             for t in ["all", *tasks]
         ]
         lines.append(f"| {name.removeprefix('omnisift-')} | " + " | ".join(cells) + " |")
+    if report.get("selector_auroc"):
+
+        def auroc(cell):
+            values = [cell["auroc"], cell["clip_mean"], cell.get("window_auroc")]
+            return " / ".join("n/a" if value is None else f"{value:.3f}" for value in values)
+
+        lines += [
+            "",
+            "Selector AUROC, beep against other audio tokens it scored (pooled over clips / mean of per-clip AUROCs / "
+            "pairs within one window; 0.5 is chance):",
+            "",
+            "| OmniSIFT | all | " + " | ".join(tasks) + " |",
+            "|---|---|" + "---|" * len(tasks),
+        ]
+        for name, result in report["selector_auroc"].items():
+            lines.append(f"| {name} | " + " | ".join(auroc(result[t]) for t in ["all", *tasks]) + " |")
     return "\n".join(lines) + "\n"
 
 
