@@ -538,18 +538,7 @@ def flops_section(
             clip_rows = []
             for keep_ratio in keep_ratios:
                 layout = layouts[clip, keep_ratio]
-                flops = counter.count(layout)
-                clip_rows.append(
-                    {
-                        "model": f"Qwen2.5-Omni-{name}",
-                        "seconds": clip,
-                        "keep_ratio": keep_ratio,
-                        "layout": layout.to_dict(),
-                        "flops": flops,
-                        "total_flops": flops["total"],
-                        "decoder_share": (flops["decoder"] + flops["lm_head"]) / flops["total"],
-                    }
-                )
+                clip_rows.append(_flops_row(f"Qwen2.5-Omni-{name}", clip, layout, counter.count(layout)))
                 bar.update()
             _relative(clip_rows, ("total_flops",))
             rows += clip_rows
@@ -567,6 +556,19 @@ def flops_section(
     }
 
 
+def _flops_row(model: str, seconds: int, layout, flops: dict[str, int]) -> dict:
+    """One row of `flops_section`: a model's prefill FLOPs on one clip layout."""
+    return {
+        "model": model,
+        "seconds": seconds,
+        "keep_ratio": layout.keep_ratio,
+        "layout": layout.to_dict(),
+        "flops": flops,
+        "total_flops": flops["total"],
+        "decoder_share": (flops["decoder"] + flops["lm_head"]) / flops["total"],
+    }
+
+
 def _qwen3_flops_section(
     seconds: list[int], keep_ratios: list[float], patches: tuple[int, int], progress: bool
 ) -> dict:
@@ -581,18 +583,7 @@ def _qwen3_flops_section(
         bar.update(len(layouts))
         clip_rows = []
         for layout in layouts:
-            flops = counter.count(layout)
-            clip_rows.append(
-                {
-                    "model": "Qwen3-Omni-30B-A3B",
-                    "seconds": clip,
-                    "keep_ratio": layout.keep_ratio,
-                    "layout": layout.to_dict(),
-                    "flops": flops,
-                    "total_flops": flops["total"],
-                    "decoder_share": (flops["decoder"] + flops["lm_head"]) / flops["total"],
-                }
-            )
+            clip_rows.append(_flops_row("Qwen3-Omni-30B-A3B", clip, layout, counter.count(layout)))
             bar.update()
         _relative(clip_rows, ("total_flops",))
         rows += clip_rows

@@ -354,10 +354,7 @@ class MetaPrefillFlops:
 
     def __init__(self, config: OmniSiftConfig, exact: bool = False):
         self.config = config
-        counted = copy.deepcopy(config)
-        counted.vision_config._attn_implementation = "eager"
-        counted.audio_config._attn_implementation = "eager"
-        counted.text_config._attn_implementation = "sdpa"
+        counted = self._counted_config(config)
         text, vision, audio = counted.text_config, counted.vision_config, counted.audio_config
         # Layer index in the counted model -> how many layers of the real model it stands for.
         self._decoder_layers = dict.fromkeys(range(text.num_hidden_layers), 1)
@@ -378,6 +375,16 @@ class MetaPrefillFlops:
             self.model = OmniSiftForConditionalGeneration(counted).eval()
         self._vision_per_slice: dict[tuple[int, int], int] = {}
         self._audio: dict[int, int] = {}
+
+    @staticmethod
+    def _counted_config(config):
+        """A copy of `config` for the counted model: eager attention in the encoders, SDPA in the decoder (what the
+        counts are checked against in tests/test_benchmark.py and tests/test_qwen3_flops.py)."""
+        counted = copy.deepcopy(config)
+        counted.vision_config._attn_implementation = "eager"
+        counted.audio_config._attn_implementation = "eager"
+        counted.text_config._attn_implementation = "sdpa"
+        return counted
 
     @staticmethod
     def _flops(function, *args, layers: tuple | list[tuple] | None = None, **kwargs) -> int:
@@ -622,10 +629,7 @@ class MetaQwen3PrefillFlops(MetaPrefillFlops):
 
     def __init__(self, config: OmniSiftQwen3OmniConfig, exact: bool = False):
         self.config = config
-        counted = copy.deepcopy(config)
-        counted.vision_config._attn_implementation = "eager"
-        counted.audio_config._attn_implementation = "eager"
-        counted.text_config._attn_implementation = "sdpa"
+        counted = self._counted_config(config)
         text, vision, audio = counted.text_config, counted.vision_config, counted.audio_config
         self._decoder_layers = dict.fromkeys(range(text.num_hidden_layers), 1)
         self._vision_blocks = dict.fromkeys(range(vision.depth), 1)

@@ -3,13 +3,13 @@
 vLLM pins an older transformers than the modelling code (`omnisift_hf.models`) is written against, so these classes
 are built on that environment's own `Qwen2_5OmniThinkerConfig` / `Qwen2_5OmniConfig`: they read the `config.json` that
 `OmniSiftForConditionalGeneration` / `OmniSiftOmniForConditionalGeneration` write (model types `omnisift` and
-`omnisift_omni`), and check the compression knobs with the package's pure `compression.check_keep_ratio`.
+`omnisift_omni`), and check the compression knobs with the package's pure `compression` module.
 """
 
 from huggingface_hub.dataclasses import strict
 from transformers.models.qwen2_5_omni.configuration_qwen2_5_omni import Qwen2_5OmniConfig, Qwen2_5OmniThinkerConfig
 
-from ..compression import KeepRatios, check_keep_ratio
+from ..compression import KeepRatios, resolve_keep_ratios
 from ..models._shared_configuration import OmniSiftConfigMixin
 
 __all__ = ["OmniSiftOmniVllmConfig", "OmniSiftVllmConfig", "keep_ratios_of"]
@@ -64,8 +64,4 @@ def keep_ratios_of(config) -> KeepRatios:
             "checkpoint with `omnisift-convert SRC DST` (in the package's own environment), or serve it without the "
             "OmniSIFT architecture."
         )
-    return KeepRatios(
-        keep=check_keep_ratio("config.keep_ratio", config.keep_ratio, allow_none=False),
-        video=check_keep_ratio("config.video_keep_ratio", config.video_keep_ratio),
-        audio=check_keep_ratio("config.audio_keep_ratio", config.audio_keep_ratio),
-    )
+    return resolve_keep_ratios(None, None, None, config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio)

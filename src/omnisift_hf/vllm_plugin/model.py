@@ -107,9 +107,12 @@ class OmniSiftVllmProcessingInfo(Qwen2_5OmniThinkerProcessingInfo):
         """The ratios of a request: its `mm_processor_kwargs` over the deployment's (`--mm-processor-kwargs`) over the
         checkpoint's config. Raises a `ValueError` naming the knob for a bad value."""
         merged = self.ctx.get_merged_mm_kwargs(hf_processor_mm_kwargs)
-        configured = keep_ratios_of(self.get_hf_config())
+        config = self.get_hf_config()
         ratios = resolve_keep_ratios(
-            *(merged.get(name) for name in REQUEST_KNOBS), configured.keep, configured.video, configured.audio
+            *(merged.get(name) for name in REQUEST_KNOBS),
+            config.keep_ratio,
+            config.video_keep_ratio,
+            config.audio_keep_ratio,
         )
         mm_config = self.ctx.model_config.multimodal_config
         if not ratios.is_identity and not mm_config.is_multimodal_pruning_enabled():
@@ -282,23 +285,27 @@ class OmniSiftVllmForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGener
         audio_features = kwargs.pop(VIDEO_AUDIO_FEATURES, None)
         audio_lengths = kwargs.pop(VIDEO_AUDIO_LENGTHS, None)
         video_embeds = super().embed_multimodal(**kwargs)
-        grids = kwargs["video_grid_thw"]
+        num_videos = len(video_embeds)
         seconds = kwargs.get("second_per_grid_ts")
-        audio_embeds = [None] * len(video_embeds)
+        seconds = [1.0] * num_videos if seconds is None else torch.as_tensor(seconds).flatten().tolist()
+        mels, audio_embeds = [None] * num_videos, [None] * num_videos
         if audio_features is not None:
             if isinstance(audio_features, (list, tuple)):
                 audio_features = torch.cat(list(audio_features), dim=-1)
+            audio_lengths = torch.as_tensor(audio_lengths).flatten()
+            mels = audio_lengths.tolist()
             audio_embeds = self._process_audio_input(
-                {"input_features": audio_features, "audio_feature_lengths": torch.as_tensor(audio_lengths).flatten()}
+                {"input_features": audio_features, "audio_feature_lengths": audio_lengths}
             )
-        outputs = []
-        for i, video in enumerate(video_embeds):
-            mel = None if audio_lengths is None else int(torch.as_tensor(audio_lengths).flatten()[i])
-            second = 1.0 if seconds is None else float(torch.as_tensor(seconds).flatten()[i])
-            span = _video_span(self.config, grids[i], second, mel)
-            item_ratios = self.keep_ratios if ratios is None else _ratios_from_tensor(torch.as_tensor(ratios)[i])
-            outputs.append(self._select(video, audio_embeds[i], span, item_ratios))
-        return tuple(outputs)
+        item_ratios = [self.keep_ratios] * num_videos
+        if ratios is not None:
+            item_ratios = [_ratios_from_tensor(values) for values in torch.as_tensor(ratios)]
+        return tuple(
+            self._select(video, audio, _video_span(self.config, grid, second, mel), item)
+            for video, audio, grid, second, mel, item in zip(
+                video_embeds, audio_embeds, kwargs["video_grid_thw"], seconds, mels, item_ratios, strict=True
+            )
+        )
 
     def _select(
         self, video: torch.Tensor, audio: torch.Tensor | None, span: MediaSpan, ratios: KeepRatios
