@@ -38,9 +38,9 @@ def model():
     return tiny_model(seed=0).eval()
 
 
-def _items(input_ids: torch.Tensor, inputs: dict, config, keep: KeepRatios | None = None) -> list[PromptItem]:
-    """The prompt items of one unpadded row, from its tokens and the processor outputs (as the vLLM model derives
-    them from its features), with each video's kept pattern at `keep` (None: all kept)."""
+def _items(input_ids: torch.Tensor, inputs: dict, config) -> list[PromptItem]:
+    """The unpruned prompt items of one unpadded row, from its tokens and the processor outputs (as the vLLM model
+    derives them from its features)."""
     tokens = input_ids.tolist()
     merge = config.vision_config.spatial_merge_size
     videos = iter(inputs.get("video_grid_thw", torch.empty(0, 3)).tolist())
@@ -70,9 +70,8 @@ def _items(input_ids: torch.Tensor, inputs: dict, config, keep: KeepRatios | Non
             span = image_span(next(images), merge, config.position_id_per_seconds)
         else:
             span = audio_span(audio_output_length(int(next(mel))))
-        kept = kept_span_mask(span, keep) if keep is not None and IDS["video"] in kinds else None
         offset, length = (start - 1, i - start + 2) if with_audio else (start, i - start)
-        items.append(PromptItem(offset=offset, length=length, span=span, kept=kept, with_audio=with_audio))
+        items.append(PromptItem(offset=offset, length=length, span=span, with_audio=with_audio))
     return items
 
 
@@ -114,7 +113,7 @@ def test_pruned_prompt_positions_equal_the_models(model, name, keep):
     kept_index = out.kept_token_index[0]
     expected = out.kept_position_ids[1:, 0]  # (3, K)
 
-    (item,) = [it for it in _items(input_ids, inputs, model.config, keep) if it.span.is_video.any()]
+    (item,) = [it for it in _items(input_ids, inputs, model.config) if it.span.is_video.any()]
     start = item.offset + (1 if item.with_audio else 0)
     model_kept = torch.zeros(len(item.span), dtype=torch.bool)
     in_span = (kept_index >= start) & (kept_index < start + len(item.span))

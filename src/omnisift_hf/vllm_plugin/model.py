@@ -372,9 +372,7 @@ class OmniSiftVllmForConditionalGeneration(Qwen2_5OmniThinkerForConditionalGener
                 span = _video_span(
                     config, data["video_grid_thw"], _second_per_grid(data), None if mel is None else int(mel)
                 )
-                ratios = _ratios_from_tensor(data[VIDEO_RATIOS]) if VIDEO_RATIOS in data else self.keep_ratios
-                kept = torch.ones(len(span), dtype=torch.bool) if ratios.is_identity else None
-                items.append(PromptItem(position.offset, position.length, span, kept, with_audio=mel is not None))
+                items.append(PromptItem(position.offset, position.length, span, with_audio=mel is not None))
             elif feature.modality == "image":
                 span = image_span(
                     torch.as_tensor(data["image_grid_thw"]).tolist(), merge, config.position_id_per_seconds

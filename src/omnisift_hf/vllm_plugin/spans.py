@@ -172,14 +172,12 @@ class PromptItem:
             the run starts with `<|audio_bos|>` and ends with `<|audio_eos|>`).
         length (`int`): tokens of the placeholder run in the prompt (after pruning).
         span ([`MediaSpan`]): the item's unpruned span.
-        kept (`torch.BoolTensor` of shape `(n,)`, *optional*): which span tokens the prompt holds; `None`: all.
         with_audio (`bool`): a video with its audio (the run is wrapped in `<|audio_bos|>` / `<|audio_eos|>`).
     """
 
     offset: int
     length: int
     span: MediaSpan
-    kept: torch.Tensor | None = None
     with_audio: bool = False
 
 
@@ -187,8 +185,8 @@ def prompt_positions(num_tokens: int, items: list[PromptItem]) -> tuple[torch.Te
     """M-RoPE positions `(3, N)` of a prompt whose media runs may be pruned, and the delta decoding continues with.
 
     Text tokens get the positions of the unpruned prompt (text after a clip continues from the unpruned clip's
-    maximum + 1), so they are final here. Kept media tokens get their original positions when `item.kept` says which
-    they are, else the base position, for [`fill_media_positions`] to overwrite once the encoders chose them.
+    maximum + 1), so they are final here. The media tokens of an unpruned run get their original positions; those of
+    a pruned run the base position, for [`fill_media_positions`] to overwrite once the encoders chose them.
     """
     positions = torch.empty(3, num_tokens, dtype=torch.long)
     next_position, cursor = 0, 0
@@ -203,9 +201,7 @@ def prompt_positions(num_tokens: int, items: list[PromptItem]) -> tuple[torch.Te
             media_start, media_len = item.offset + 1, item.length - 2
         base = next_position
         span_max = base + int(item.span.positions.max()) if len(item.span) else base - 1
-        if item.kept is not None:
-            kept_positions = item.span.positions[:, item.kept] + base
-        elif media_len == len(item.span):
+        if media_len == len(item.span):
             kept_positions = item.span.positions + base
         else:
             kept_positions = torch.full((3, media_len), base)
