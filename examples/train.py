@@ -128,6 +128,13 @@ def parse_args() -> argparse.Namespace:
         "published straight-through gate) or 'attention_policy' (keep decisions inside the attention softmax; the "
         "dropped audio still gets a gradient). Saved in the config; inference is the same",
     )
+    parser.add_argument(
+        "--selector-distillation-weight",
+        type=float,
+        help="weight of the distillation term added to the loss while training: KL(the same model at keep 1.0, no "
+        "gradient || the compressed model) at the answer tokens (default: the model config's, 0.0 unless set: no "
+        "term, no teacher forward). Works with either estimator; saved in the config",
+    )
     # The spelling of --keep-ratios before the examples shared one flag vocabulary; older recipes still work.
     parser.add_argument("--keep-ratio", dest="keep_ratios", type=float, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratios (video)")
@@ -221,6 +228,9 @@ def main() -> int:
     processor = tiny_processor() if tiny else AutoProcessor.from_pretrained(args.model)
     if args.selector_estimator:
         model.config.selector_estimator = args.selector_estimator
+    if args.selector_distillation_weight is not None:
+        model.config.selector_distillation_weight = args.selector_distillation_weight
+        model.config.validate_selector_distillation_weight()
     counts = freeze(model, args.freeze)
     if main_process:
         print(counts, flush=True)

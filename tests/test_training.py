@@ -118,10 +118,16 @@ def _group(name: str) -> str:
 # ---------------------------------------------------------------------------------------------------------------------
 # Freezing policies
 # ---------------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("estimator", ["ste", "attention_policy"])
+@pytest.mark.parametrize(
+    ("estimator", "distillation"),
+    [("ste", 0.0), ("attention_policy", 0.0), ("ste", 1.0), ("attention_policy", 1.0)],
+    ids=["ste", "attention_policy", "ste+distillation", "attention_policy+distillation"],
+)
 @pytest.mark.parametrize("policy", ["selector", "paper", "full"])
-def test_one_trainer_step_changes_exactly_the_trained_groups(policy, estimator, dataset, processor, tmp_path):
-    model = tiny_model(selector_estimator=estimator)
+def test_one_trainer_step_changes_exactly_the_trained_groups(
+    policy, estimator, distillation, dataset, processor, tmp_path
+):
+    model = tiny_model(selector_estimator=estimator, selector_distillation_weight=distillation)
     counts = freeze(model, policy)
     trained = GROUPS_OF_POLICY[policy]
     assert counts.policy == policy

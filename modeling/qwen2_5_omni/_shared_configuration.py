@@ -3,6 +3,7 @@
 """What every backbone's OmniSIFT configuration adds to its thinker's configuration: the compression knobs, their
 validation, reading the backbone's own config.json, and saving its remote code next to config.json."""
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ class OmniSiftConfigMixin:
         `"attention_policy"`: the scored audio tokens all stay in the training sequence and the keep decision
         `m = hard + z - stopgrad(z)` (on the selector's logit `z`) weighs each of them inside every decoder layer's
         attention softmax, so dropped tokens get a gradient too (see `omnisift_hf.attention_policy`).
+    selector_distillation_weight (`float`, *optional*, defaults to 0.0):
+        While training with `labels` and compression on, adds `selector_distillation_weight * KL(teacher || student)`
+        to the loss: the KL divergence, averaged over the answer tokens (labels other than -100), from the same model
+        at keep 1.0 on the same encoder outputs (no gradient) to the compressed forward. It tells the selector and the
+        decoder what the dropped tokens would have changed. `0.0`: the plain language-modelling loss (no teacher
+        forward). Works with either estimator; inference is unchanged.
 
     A backbone's configuration sets `base_config_key = "thinker_config"` and names the `model_type`s whose
     config.json it reads directly: `backbone_model_type` (the full model's; its `thinker_config` is read) and
@@ -58,6 +65,7 @@ class OmniSiftConfigMixin:
     selector_num_heads: int = 8
     selector_mlp_size: int = 256
     selector_estimator: str = "ste"
+    selector_distillation_weight: float | int = 0.0
     # Read by `get_rope_index` but not declared by the thinker configs: declared here so that a config built in code
     # (not loaded from a Qwen checkpoint, which carries them) still works.
     vision_start_token_id: int = 151652
@@ -75,6 +83,15 @@ class OmniSiftConfigMixin:
             raise ValueError(
                 f'selector_estimator={self.selector_estimator!r}; use one of {SELECTOR_ESTIMATORS} ("ste": the '
                 'published straight-through gate; "attention_policy": keep decisions inside the attention softmax).'
+            )
+
+    def validate_selector_distillation_weight(self):
+        """Part of `@strict` validation: a finite, non-negative weight."""
+        weight = self.selector_distillation_weight
+        if isinstance(weight, bool) or not math.isfinite(weight) or weight < 0:
+            raise ValueError(
+                f"selector_distillation_weight={weight!r}; use a finite number >= 0 (0.0: no distillation term, "
+                "e.g. 1.0 to weigh the KL divergence from the keep-1.0 teacher like the language-modelling loss)."
             )
 
     def validate_selector_sizes(self):

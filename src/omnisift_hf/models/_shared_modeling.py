@@ -322,7 +322,7 @@ class OmniSiftThinkerMixin:
         # 4. Gather the kept tokens of each sample and re-pad on the left. Training with the attention-policy
         # estimator keeps the scored audio in the sequence and weighs it inside the attention instead (see
         # `omnisift_hf.attention_policy`); everything else trains and infers on the shortened sequence.
-        keep, policy = selection.keep_mask(attention_mask), None
+        keep, policy, encoded_embeds = selection.keep_mask(attention_mask), None, inputs_embeds
         if self.training and config.selector_estimator == "attention_policy" and selection.audio_logits is not None:
             keep, policy = _keep_policy(selection, keep)
         else:
@@ -350,6 +350,11 @@ class OmniSiftThinkerMixin:
             loss = self.loss_function(
                 logits=logits, labels=kept.labels, vocab_size=config.get_text_config().vocab_size, **kwargs
             )
+        if loss is not None and self.training and config.selector_distillation_weight > 0:
+            teacher_logits = self._teacher_logits(
+                input_ids, encoded_embeds, attention_mask, mrope_position_ids, labels, mm_encoder_outputs, **kwargs
+            )
+            loss = loss + config.selector_distillation_weight * distillation_loss(logits, kept.labels, *teacher_logits)
         loss, router_outputs = self._router_outputs(decoder_outputs, kept.attention_mask, loss)
 
         # 6. Report what was kept.
@@ -373,6 +378,34 @@ class OmniSiftThinkerMixin:
             **{key: output[key] for key in output if key.startswith("num_") or key in _STATS_FIELDS}
         )
         return output
+
+    @torch.no_grad()
+    def _teacher_logits(
+        self,
+        input_ids: torch.LongTensor,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        mrope_position_ids: torch.Tensor,
+        labels: torch.LongTensor,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling],
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.LongTensor]:
+        """The distillation teacher: the same decoder at keep 1.0 on the same encoder outputs (every real token, plain
+        attention, no gradient). Returns its logits `(B, L', V)` and labels `(B, L')` (the input re-padded on the
+        left, as `gather_kept_tokens` lays out any kept sequence)."""
+        keep = attention_mask.bool()
+        full = gather_kept_tokens(keep, inputs_embeds.detach(), mrope_position_ids, labels)
+        kwargs.pop("keep_policy", None)
+        outputs = self.model.language_model(
+            attention_mask=full.attention_mask,
+            position_ids=full.position_ids,
+            inputs_embeds=full.inputs_embeds,
+            use_cache=False,
+            return_dict=True,
+            **self._decoder_media_inputs(input_ids, mm_encoder_outputs, keep, full),
+            **kwargs,
+        )
+        return self.lm_head(outputs.last_hidden_state), full.labels
 
     def _decoder_media_inputs(
         self,
@@ -693,6 +726,42 @@ def _keep_policy(selection: TokenSelection, keep: torch.Tensor) -> tuple[torch.T
     policy = torch.ones(batch_size * seq_len, dtype=logits.dtype, device=logits.device).index_copy(0, rows, decision)
     keep = keep.reshape(-1).index_fill(0, rows, True).view(batch_size, seq_len)
     return keep, policy.view(batch_size, seq_len)
+
+
+def distillation_loss(
+    logits: torch.Tensor,
+    labels: torch.LongTensor,
+    teacher_logits: torch.Tensor,
+    teacher_labels: torch.LongTensor,
+) -> torch.Tensor:
+    """`KL(teacher || student)` of the next-token distributions at the answer tokens, averaged over them.
+
+    The answer tokens are the positions whose next label is not -100 (as the causal-LM loss shifts them). Text is never
+    dropped, so each sample has the same answer tokens, in the same order, in the compressed sequence and in the
+    teacher's.
+
+    Args:
+        logits (`torch.Tensor` of shape `(B, K, V)`), labels (`torch.LongTensor` of shape `(B, K)`): the student's,
+            on the shortened sequence.
+        teacher_logits (`torch.Tensor` of shape `(B, L, V)`), teacher_labels (`torch.LongTensor` of shape `(B, L)`):
+            the teacher's, on the whole sequence.
+    """
+    if logits.shape[:2] != labels.shape:
+        raise ValueError(
+            f"the distillation term needs logits at every position, got logits of shape {tuple(logits.shape)} for "
+            f"labels of shape {tuple(labels.shape)}: leave `logits_to_keep` at 0 while training with "
+            "`selector_distillation_weight` > 0."
+        )
+    answers = labels[:, 1:] != -100
+    teacher_answers = teacher_labels[:, 1:] != -100
+    if not torch.equal(answers.sum(-1), teacher_answers.sum(-1)):
+        raise RuntimeError("the compressed and the teacher's sequence hold different answer tokens")  # a bug
+    if not answers.any():
+        return logits.sum() * 0.0
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    student = torch.log_softmax(logits[:, :-1][answers].to(dtype), dim=-1)  # (N, V)
+    teacher = torch.log_softmax(teacher_logits[:, :-1][teacher_answers].to(dtype), dim=-1)
+    return torch.nn.functional.kl_div(student, teacher, reduction="batchmean", log_target=True).to(logits.dtype)
 
 
 def report_untrained_selector(loading_info, selector: OmniSiftAudioSelector, prefix: str) -> None:
