@@ -37,6 +37,7 @@ from omnisift_hf.training import (
     OmniQADataCollator,
     OmniQADataset,
     freeze,
+    reset_selector,
 )
 
 # The synthetic clips: the square is red, then green, blue, yellow, 2 seconds each (see `write_synthetic_clip`).
@@ -135,6 +136,12 @@ def parse_args() -> argparse.Namespace:
         "gradient || the compressed model) at the answer tokens (default: the model config's, 0.0 unless set: no "
         "term, no teacher forward). Works with either estimator; saved in the config",
     )
+    parser.add_argument(
+        "--reset-selector",
+        action="store_true",
+        help="re-initialise the audio selector (from --seed) before training, everything else as loaded: to train "
+        "a selector again with another --selector-estimator than the one that trained it",
+    )
     # The spelling of --keep-ratios before the examples shared one flag vocabulary; older recipes still work.
     parser.add_argument("--keep-ratio", dest="keep_ratios", type=float, nargs="+", help=argparse.SUPPRESS)
     parser.add_argument("--video-keep-ratio", type=float, help="per-modality override of --keep-ratios (video)")
@@ -231,6 +238,8 @@ def main() -> int:
     if args.selector_distillation_weight is not None:
         model.config.selector_distillation_weight = args.selector_distillation_weight
         model.config.validate_selector_distillation_weight()
+    if args.reset_selector:
+        reset_selector(model, seed=args.seed)
     counts = freeze(model, args.freeze)
     if main_process:
         print(counts, flush=True)

@@ -26,6 +26,7 @@ from omnisift_hf.training import (
     OmniQAExample,
     count_trainable_parameters,
     freeze,
+    reset_selector,
 )
 
 EXAMPLES = [
@@ -159,6 +160,31 @@ def test_unknown_policy_or_model_raise_clearly():
         freeze(tiny_model(), "decoder")
     with pytest.raises(TypeError, match="OmniSiftForConditionalGeneration.*Linear"):
         freeze(torch.nn.Linear(2, 2), "full")
+
+
+def test_reset_selector_reinitialises_only_the_selector_reproducibly():
+    """`reset_selector`: new selector weights as a fresh model draws them (biases 0, norms 1, weights at the configured
+    init scale), the same for the same seed, everything else and the global random state untouched."""
+    model, other = tiny_model(), tiny_model()
+    for parameter in model.compressor.parameters():
+        parameter.data.add_(1.0)  # stands in for a trained selector
+    before, rng = _parameters(model), torch.get_rng_state()
+    reset_selector(model, seed=3)
+    reset_selector(other, seed=3)
+    assert torch.equal(torch.get_rng_state(), rng)
+    after = _parameters(model)
+    for name, value in after.items():
+        assert torch.equal(value, before[name]) != name.startswith("compressor."), name
+        if name.startswith("compressor."):
+            assert torch.equal(value, _parameters(other)[name]), name
+    selector = model.compressor
+    assert torch.all(selector.a_proj.bias == 0) and torch.all(selector.a_norm.weight == 1)
+    scale = model.config.get_text_config().initializer_range
+    assert 0.7 * scale < float(selector.score_head[0].weight.std()) < 1.3 * scale
+    reset_selector(other, seed=4)
+    assert not torch.equal(other.compressor.a_proj.weight, selector.a_proj.weight)
+    with pytest.raises(TypeError, match="Linear has no OmniSIFT audio selector"):
+        reset_selector(torch.nn.Linear(2, 2))
 
 
 def test_counts_are_printable():
@@ -578,9 +604,10 @@ def test_train_script_records_the_training_ratios(tmp_path):
     assert (config.keep_ratio, config.video_keep_ratio, config.audio_keep_ratio) == (0.25, None, 1.0)
     run_train_script(
         "--model", first, "--keep-ratios", "0.35", "--freeze", "selector", "--output-dir", second,
-        "--selector-estimator", "attention_policy",
+        "--selector-estimator", "attention_policy", "--selector-distillation-weight", "0.5", "--reset-selector",
     )  # fmt: skip
     config = json.loads((second / "config.json").read_text())
     assert (config["keep_ratio"], config["video_keep_ratio"], config["audio_keep_ratio"]) == (0.35, None, None)
     assert config["selector_estimator"] == "attention_policy"
+    assert config["selector_distillation_weight"] == 0.5
     assert json.loads((first / "config.json").read_text())["selector_estimator"] == "ste"

@@ -44,7 +44,14 @@ if _TRANSFORMERS_SUPPORTED:
         OmniSiftQwen3OmniForConditionalGeneration,
     )
     from .pipeline_omni_qa import OmniQAPipeline
-    from .training import EncodedOmniQADataset, OmniQADataCollator, OmniQADataset, TrainableParameters, freeze
+    from .training import (
+        EncodedOmniQADataset,
+        OmniQADataCollator,
+        OmniQADataset,
+        TrainableParameters,
+        freeze,
+        reset_selector,
+    )
 
 __version__ = "0.1.0"
 
@@ -73,6 +80,7 @@ __all__ = [
     "load_audio",
     "load_image",
     "load_video",
+    "reset_selector",
 ]
 
 

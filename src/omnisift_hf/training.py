@@ -62,6 +62,7 @@ from .compression import check_keep_ratio
 from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
 from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
 from .processing_omnisift import _item_source, _item_type, collate_omni_inputs, prepare_omni_inputs
+from .selector import OmniSiftAudioSelector
 
 logger = logging.get_logger(__name__)
 
@@ -75,6 +76,7 @@ __all__ = [
     "TrainableParameters",
     "count_trainable_parameters",
     "freeze",
+    "reset_selector",
 ]
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -209,6 +211,38 @@ def freeze(model: nn.Module, policy: str) -> TrainableParameters:
     counts = TrainableParameters(policy=policy, trainable=counts.trainable, total=counts.total)
     logger.info(str(counts))
     return counts
+
+
+def reset_selector(model: nn.Module, seed: int = 0) -> None:
+    """Re-initialise the audio selector (`model.compressor`) as a freshly built model initialises it, from `seed`.
+
+    For training a selector again: with another estimator (`config.selector_estimator`) than the one that trained
+    it, or from scratch on other data. Everything else in the model stays as it is; the global random state is not
+    touched.
+
+    Args:
+        model ([`OmniSiftForConditionalGeneration`] or another OmniSIFT thinker): the model.
+        seed (`int`, *optional*, defaults to 0): seed of the new weights (the same seed gives the same weights).
+
+    Raises:
+        `TypeError`: `model` has no OmniSIFT audio selector.
+    """
+    selector = getattr(model, "compressor", None)
+    if not isinstance(selector, OmniSiftAudioSelector) or not hasattr(model, "_init_weights"):
+        raise TypeError(
+            f"reset_selector: model of type {type(model).__name__} has no OmniSIFT audio selector (`compressor`); "
+            "pass an OmniSIFT thinker such as OmniSiftForConditionalGeneration (for a full model: `model.thinker`)."
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = OmniSiftAudioSelector(
+            hidden_size=selector.a_proj.in_features,
+            selector_hidden_size=selector.a_proj.out_features,
+            num_heads=selector.cross_attn.num_heads,
+            mlp_size=selector.score_head[0].out_features,
+        )
+        fresh.apply(model._init_weights)
+    selector.load_state_dict(fresh.state_dict())
 
 
 # ---------------------------------------------------------------------------------------------------------------------
