@@ -18,6 +18,9 @@ from omnisift_hf.tools.avqa import (
     ORACLES,
     SPLITS,
     TASKS,
+    _summarise,
+    compare_runs,
+    compare_runs_markdown,
     evaluate_avqa,
     event_token_masks,
     generate_avqa,
@@ -567,3 +570,61 @@ def test_oracle_keeps_omnisifts_counts_and_event_tokens_first(dataset, processor
             assert covered > 0  # some window's budget covers its beep: all of that beep is kept
         beep_kept = int((theirs.audio_keep & is_event & scored).sum())
         assert beep_kept >= int((ours.audio_keep & is_event & scored).sum())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Comparing training arms (several seeds each) on the same clips
+# ---------------------------------------------------------------------------------------------------------------------
+def _run_report(name: str, correct: dict[str, list[int]], tasks=("color", "pitch")) -> dict:
+    """A per-clip report as `evaluate_avqa` writes it, from each condition's correctness on 4 clips per task."""
+    conditions = [("omnisift", 1.0, {}), ("omnisift", 0.25, {}), ("stvp_random_audio", 0.25, {})]
+    ids = [(task, f"test-{task}-{i:05d}") for task in tasks for i in range(4)]
+    counts = dict.fromkeys(("video_tokens", "kept_video", "audio_tokens", "kept_audio"), 10)
+    counts.update(dict.fromkeys(("square_tokens", "kept_square", "beep_tokens", "kept_beep"), 2))
+    per_clip = {
+        condition: [
+            {"id": clip, "task": task, "correct": c, "top1": c, **counts}
+            for (task, clip), c in zip(ids, correct[condition], strict=True)
+        ]
+        for condition in ("omnisift@1", "omnisift@0.25", "stvp_random_audio@0.25")
+    }
+    report = _summarise(per_clip, conditions, bootstrap=200, seed=0)
+    report["settings"] = {"model": name}
+    report["selector_auroc"] = {"omnisift@0.25": {"all": {"window_auroc": 0.75}}}
+    return report
+
+
+def test_compare_runs_averages_each_arms_runs_per_clip_before_the_paired_bootstrap():
+    full = [1] * 8
+    a0 = _run_report("a0", {"omnisift@1": full, "omnisift@0.25": [1, 0, 1, 0] * 2, "stvp_random_audio@0.25": [1] * 8})
+    a1 = _run_report("a1", {"omnisift@1": full, "omnisift@0.25": [1, 1, 0, 0] * 2, "stvp_random_audio@0.25": [1] * 8})
+    b0 = _run_report("b0", {"omnisift@1": [0] + full[1:], "omnisift@0.25": [1] * 8, "stvp_random_audio@0.25": [0] * 8})
+    reference = _run_report("start", {"omnisift@1": full, "omnisift@0.25": full, "stvp_random_audio@0.25": full})
+    comparison = compare_runs({"A": [a0, a1], "B": [b0]}, reference=reference, bootstrap=300)
+    assert comparison["runs"]["a0"]["accuracy"]["all"] == 0.5 and comparison["runs"]["a0"]["arm"] == "A"
+    arm_a, arm_b = comparison["arms"]["A"], comparison["arms"]["B"]
+    assert arm_a["runs"] == 2 and arm_a["accuracy"]["all"] == 0.5 and arm_a["window_auroc"] == 0.75
+    # A per clip, averaged over its runs: 1, 0.5, 0.5, 0 on each task; its baseline is 1 everywhere.
+    assert arm_a["minus_baseline"]["all"]["difference"] == pytest.approx(-0.5)
+    low, high = arm_a["minus_baseline"]["pitch"]["ci95"]
+    assert low <= -0.5 <= high and low < high
+    assert arm_b["minus_baseline"]["color"] == {"difference": 1.0, "ci95": [1.0, 1.0]}  # constant: no spread
+    assert arm_b["keep_1_minus_reference"]["all"]["difference"] == pytest.approx(-1 / 8)
+    assert arm_b["keep_1_minus_reference"]["color"]["difference"] == pytest.approx(-1 / 4)
+    assert comparison["arm_differences"]["B - A"]["all"]["difference"] == pytest.approx(0.5)
+    markdown = compare_runs_markdown(comparison)
+    assert "| A | a0 | 1.000 | 1.00 | 0.750 | 0.500 |" in markdown
+    assert "| B - A | +0.500 [" in markdown and "| B | +1.000 [" in markdown
+
+
+def test_compare_runs_refuses_reports_of_other_clips_or_without_per_clip_results():
+    full = {c: [1] * 8 for c in ("omnisift@1", "omnisift@0.25", "stvp_random_audio@0.25")}
+    other = _run_report("other", full, tasks=("color", "count"))
+    with pytest.raises(ValueError, match="not made on the same clips"):
+        compare_runs({"A": [_run_report("a", full)], "B": [other]})
+    bare = _run_report("bare", full)
+    del bare["per_clip"]
+    with pytest.raises(ValueError, match="'bare' has no per-clip results of 'omnisift@0.25'.*--per-clip"):
+        compare_runs({"A": [bare]})
+    with pytest.raises(ValueError, match="at least one report for every arm"):
+        compare_runs({"A": []})

@@ -94,6 +94,8 @@ __all__ = [
     "TASKS",
     "avqa_model",
     "baseline_selector",
+    "compare_runs",
+    "compare_runs_markdown",
     "evaluate_avqa",
     "event_token_masks",
     "generate_avqa",
@@ -845,17 +847,196 @@ def _summarise(per_clip: dict, conditions, bootstrap: int, seed: int) -> dict:
         for task in [None, *tasks]:
             a = np.array([r["correct"] for r in reference if task is None or r["task"] == task], dtype=float)
             b = np.array([r["correct"] for r in ours if task is None or r["task"] == task], dtype=float)
-            diff = a - b
-            draws = rng.integers(0, len(diff), size=(bootstrap, len(diff)))
-            means = diff[draws].mean(1)
             result[task or "all"] = {
-                "difference": float(diff.mean()),
-                "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+                **_paired_interval(a - b, rng, bootstrap),
                 "omnisift_only": int(((a == 1) & (b == 0)).sum()),
                 "baseline_only": int(((a == 0) & (b == 1)).sum()),
             }
         paired[f"omnisift-{name}"] = result
     return {"tasks": tasks, "conditions": summary, "paired": paired, "per_clip": per_clip}
+
+
+def _paired_interval(diff: np.ndarray, rng: np.random.Generator, bootstrap: int) -> dict:
+    """Mean of per-clip differences and its bootstrap 95% interval (clips resampled with replacement)."""
+    draws = rng.integers(0, len(diff), size=(bootstrap, len(diff)))
+    means = diff[draws].mean(1)
+    return {
+        "difference": float(diff.mean()),
+        "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+    }
+
+
+def compare_runs(
+    arms: dict[str, list[dict]],
+    keep_ratio: float = 0.25,
+    baseline: str = "stvp_random_audio",
+    reference: dict | None = None,
+    bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict:
+    """Compare training arms, each trained with several seeds, on the same AVQA clips.
+
+    A bootstrap over clips covers the clips, not the training runs; so each arm's per-clip correctness is first
+    averaged over its seeds (runs), then differences are taken clip by clip and resampled. Each run's baseline
+    (`baseline` at `keep_ratio`) is measured on that run's own model, as `evaluate_avqa` does.
+
+    Args:
+        arms (`dict[str, list[dict]]`): arm name -> the `evaluate_avqa(..., per_clip=True)` reports of its runs (each
+            with `omnisift@1` and `omnisift@<keep_ratio>` and `<baseline>@<keep_ratio>`), all on the same clips.
+        keep_ratio (`float`): the compressed condition compared.
+        baseline (`str`): the method every arm is compared with (one of `BASELINES`).
+        reference (`dict`, *optional*): a report (e.g. of the checkpoint the arms started from) whose keep-1.0
+            accuracy each arm's keep-1.0 accuracy is compared with.
+        bootstrap (`int`), seed (`int`): resamples and seed of the intervals.
+
+    Returns:
+        `dict` with `tasks`, per `runs` (accuracy per task at keep 1.0 and `keep_ratio`, beep recall, window AUROC),
+        per `arms` (means over runs; paired differences with intervals against the baseline and, with `reference`,
+        at keep 1.0) and `arm_differences` (each later arm minus each earlier one, at `keep_ratio`).
+    """
+    if not arms or any(not reports for reports in arms.values()):
+        raise ValueError("compare_runs: pass at least one report for every arm.")
+    kept, full, base = (_condition_name("omnisift", keep_ratio), "omnisift@1", _condition_name(baseline, keep_ratio))
+
+    def per_clip(report: dict, condition: str) -> list[dict]:
+        if condition not in report.get("per_clip", {}):
+            raise ValueError(
+                f"compare_runs: a report of {report.get('settings', {}).get('model')!r} has no per-clip results of "
+                f"{condition!r}: evaluate with per_clip=True (`--per-clip`) and that condition."
+            )
+        return report["per_clip"][condition]
+
+    first = next(iter(arms.values()))[0]
+    ids = [row["id"] for row in per_clip(first, kept)]
+    tasks = first["tasks"]
+    task_of = {row["id"]: row["task"] for row in per_clip(first, kept)}
+
+    def correctness(report: dict, condition: str) -> np.ndarray:
+        rows = {row["id"]: row["correct"] for row in per_clip(report, condition)}
+        if set(rows) != set(ids):
+            raise ValueError("compare_runs: the reports were not made on the same clips.")
+        return np.array([rows[i] for i in ids], dtype=float)
+
+    def intervals(diff: np.ndarray) -> dict:
+        rng = np.random.default_rng(seed)
+        return {
+            task: _paired_interval(
+                diff[[i for i, clip in enumerate(ids) if task == "all" or task_of[clip] == task]], rng, bootstrap
+            )
+            for task in ["all", *tasks]
+        }
+
+    def accuracy(report: dict, condition: str) -> dict:
+        entry = report["conditions"][condition]
+        return {"all": entry["accuracy"], **{task: entry["tasks"][task]["accuracy"] for task in tasks}}
+
+    runs, arm_summaries, mean_correct = {}, {}, {}
+    for arm, reports in arms.items():
+        mean_correct[arm] = np.mean([correctness(report, kept) for report in reports], axis=0)
+        baseline_correct = np.mean([correctness(report, base) for report in reports], axis=0)
+        full_correct = np.mean([correctness(report, full) for report in reports], axis=0)
+        for report in reports:
+            name = str(report["settings"]["model"])
+            auroc = (report.get("selector_auroc") or {}).get(kept, {}).get("all", {})
+            runs[name] = {
+                "arm": arm,
+                "keep_1": accuracy(report, full)["all"],
+                "accuracy": accuracy(report, kept),
+                "baseline_accuracy": accuracy(report, base),
+                "beep_recall": report["conditions"][kept]["beep_recall"],
+                "window_auroc": auroc.get("window_auroc"),
+                "minus_baseline": report["paired"][f"omnisift-{base}"],
+            }
+        members = [runs[str(report["settings"]["model"])] for report in reports]
+        summary = {
+            "runs": len(reports),
+            "keep_1": float(np.mean([m["keep_1"] for m in members])),
+            "accuracy": {t: float(np.mean([m["accuracy"][t] for m in members])) for t in ["all", *tasks]},
+            "beep_recall": float(np.mean([m["beep_recall"] for m in members])),
+            "window_auroc": (
+                None
+                if any(m["window_auroc"] is None for m in members)
+                else float(np.mean([m["window_auroc"] for m in members]))
+            ),
+            "minus_baseline": intervals(mean_correct[arm] - baseline_correct),
+        }
+        if reference is not None:
+            summary["keep_1_minus_reference"] = intervals(full_correct - correctness(reference, full))
+        arm_summaries[arm] = summary
+    names = list(arms)
+    differences = {
+        f"{later} - {earlier}": intervals(mean_correct[later] - mean_correct[earlier])
+        for i, earlier in enumerate(names)
+        for later in names[i + 1 :]
+    }
+    return {
+        "tasks": tasks,
+        "keep_ratio": keep_ratio,
+        "baseline": baseline,
+        "runs": runs,
+        "arms": arm_summaries,
+        "arm_differences": differences,
+    }
+
+
+def compare_runs_markdown(comparison: dict) -> str:
+    """Markdown tables of [`compare_runs`]: every run, the arms' means with paired intervals against the baseline
+    (and at keep 1.0 against the reference), and the arms against each other."""
+    tasks, keep = comparison["tasks"], comparison["keep_ratio"]
+
+    def cell(entry):
+        return f"{entry['difference']:+.3f} [{entry['ci95'][0]:+.3f}, {entry['ci95'][1]:+.3f}]"
+
+    def number(value, digits=3):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    header = " | ".join(tasks)
+    lines = [
+        f"| arm | run | keep 1.0 all | beep recall | window AUROC | all | {header} | all minus baseline | "
+        "pitch minus baseline |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|---|",
+    ]
+    for name, run in comparison["runs"].items():
+        lines.append(
+            f"| {run['arm']} | {name} | {run['keep_1']:.3f} | {run['beep_recall']:.2f} | "
+            f"{number(run['window_auroc'])} | {run['accuracy']['all']:.3f} | "
+            + " | ".join(f"{run['accuracy'][t]:.3f}" for t in tasks)
+            + f" | {cell(run['minus_baseline']['all'])} | "
+            + (cell(run["minus_baseline"]["pitch"]) if "pitch" in run["minus_baseline"] else "n/a")
+            + " |"
+        )
+    lines += [
+        "",
+        f"Arms, mean over runs (keep {keep:g}); minus {comparison['baseline']} at the same retention, per clip "
+        "averaged over the runs (bootstrap 95% interval over clips):",
+        "",
+        f"| arm | runs | keep 1.0 all | beep recall | window AUROC | all | {header} |",
+        "|---|---|---|---|---|---|" + "---|" * len(tasks),
+    ]
+    for arm, summary in comparison["arms"].items():
+        lines.append(
+            f"| {arm} | {summary['runs']} | {summary['keep_1']:.3f} | {summary['beep_recall']:.2f} | "
+            f"{number(summary['window_auroc'])} | "
+            + " | ".join(f"{summary['accuracy'][t]:.3f}" for t in ["all", *tasks])
+            + " |"
+        )
+    lines += ["", f"| arm minus {comparison['baseline']} | all | {header} |", "|---|---|" + "---|" * len(tasks)]
+    for arm, summary in comparison["arms"].items():
+        lines.append(f"| {arm} | " + " | ".join(cell(summary["minus_baseline"][t]) for t in ["all", *tasks]) + " |")
+    if any("keep_1_minus_reference" in s for s in comparison["arms"].values()):
+        lines += ["", f"| keep 1.0, arm minus reference | all | {header} |", "|---|---|" + "---|" * len(tasks)]
+        for arm, summary in comparison["arms"].items():
+            if "keep_1_minus_reference" in summary:
+                lines.append(
+                    f"| {arm} | "
+                    + " | ".join(cell(summary["keep_1_minus_reference"][t]) for t in ["all", *tasks])
+                    + " |"
+                )
+    if comparison["arm_differences"]:
+        lines += ["", f"| keep {keep:g}, arm minus arm | all | {header} |", "|---|---|" + "---|" * len(tasks)]
+        for name, result in comparison["arm_differences"].items():
+            lines.append(f"| {name} | " + " | ".join(cell(result[t]) for t in ["all", *tasks]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown_report(report: dict) -> str:
