@@ -29,7 +29,9 @@ def _report(directory: Path) -> dict:
     path = directory / "report.json"
     if not path.is_file():
         raise SystemExit(f"no report.json in {directory}: pass examples/evaluate_avqa.py --output-dir folders")
-    return json.loads(path.read_text())
+    report = json.loads(path.read_text())
+    report["settings"]["model"] = directory.name  # the tables name each run by its report folder
+    return report
 
 
 def main() -> int:

@@ -628,3 +628,6 @@ def test_compare_runs_refuses_reports_of_other_clips_or_without_per_clip_results
         compare_runs({"A": [bare]})
     with pytest.raises(ValueError, match="at least one report for every arm"):
         compare_runs({"A": []})
+    same = _run_report("a", full)
+    with pytest.raises(ValueError, match="two reports of the run 'a'"):
+        compare_runs({"A": [same], "B": [same]})

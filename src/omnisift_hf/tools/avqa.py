@@ -937,6 +937,8 @@ def compare_runs(
         full_correct = np.mean([correctness(report, full) for report in reports], axis=0)
         for report in reports:
             name = str(report["settings"]["model"])
+            if name in runs:
+                raise ValueError(f"compare_runs: two reports of the run {name!r}; name each run once.")
             auroc = (report.get("selector_auroc") or {}).get(kept, {}).get("all", {})
             runs[name] = {
                 "arm": arm,
