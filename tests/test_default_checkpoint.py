@@ -2,8 +2,9 @@
 pipeline, samples frames at the size it was trained at, and answers fresh AVQA clips above chance, with and without
 compression, in the answer format it was trained on.
 
-The 40 clips are fixed (seeded), so the accuracies are deterministic: 0.850 at keep 1.0 and 0.725 at keep 0.25 when
-the floors were set (chance: 0.317). The floors sit 0.1 below, so they fail when loading, frame sampling,
+The 40 clips are fixed (seeded), so the accuracies are deterministic: 0.850 at keep 1.0 and 0.800 at keep 0.25 when
+the floors were set (chance: 0.317; the default before its selector was retrained with the attention policy: 0.850
+and 0.725). The floors sit 0.1 below, so they fail when loading, frame sampling,
 preprocessing or compression break, not on noise. The checkpoint's real accuracy is in the README (2,500 test
 clips)."""
 
@@ -17,7 +18,7 @@ from omnisift_hf.media import video_sampling_of
 from omnisift_hf.tools.avqa import ANSWERS, AVQA_CHECKPOINT, AVQA_VIDEO_SAMPLING, TASKS, make_clip_spec, write_clip
 
 CLIPS_PER_TASK = 8
-ACCURACY_FLOOR = {1.0: 0.75, 0.25: 0.60}
+ACCURACY_FLOOR = {1.0: 0.75, 0.25: 0.70}
 
 
 def test_the_checkpoint_is_installed_with_the_package():
