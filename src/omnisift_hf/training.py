@@ -60,6 +60,7 @@ from transformers.utils import logging
 
 from .compression import check_keep_ratio
 from .media import MEDIA_TYPES, VideoSampling, video_sampling_of
+from .models._shared_modeling import build_selector
 from .models.qwen2_5_omni.modeling_omnisift import OmniSiftForConditionalGeneration
 from .processing_omnisift import _item_source, _item_type, collate_omni_inputs, prepare_omni_inputs
 from .selector import OmniSiftAudioSelector
@@ -235,12 +236,7 @@ def reset_selector(model: nn.Module, seed: int = 0) -> None:
         )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        fresh = OmniSiftAudioSelector(
-            hidden_size=selector.a_proj.in_features,
-            selector_hidden_size=selector.a_proj.out_features,
-            num_heads=selector.cross_attn.num_heads,
-            mlp_size=selector.score_head[0].out_features,
-        )
+        fresh = build_selector(model.config)
         fresh.apply(model._init_weights)
     selector.load_state_dict(fresh.state_dict())
 

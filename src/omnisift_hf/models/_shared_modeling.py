@@ -109,12 +109,7 @@ class OmniSiftThinkerMixin:
     def __init__(self, config):
         super().__init__(config)
         # The selector. Its attribute name is the published checkpoint's (`thinker.compressor.*`).
-        self.compressor = OmniSiftAudioSelector(
-            hidden_size=config.text_config.hidden_size,
-            selector_hidden_size=config.selector_hidden_size,
-            num_heads=config.selector_num_heads,
-            mlp_size=config.selector_mlp_size,
-        )
+        self.compressor = build_selector(config)
         # What the latest compressed forward kept, per thread (see `compression_stats`).
         self._compression_stats: dict[int, ModelOutput] = {}
         self.post_init()
@@ -726,6 +721,16 @@ def _keep_policy(selection: TokenSelection, keep: torch.Tensor) -> tuple[torch.T
     policy = torch.ones(batch_size * seq_len, dtype=logits.dtype, device=logits.device).index_copy(0, rows, decision)
     keep = keep.reshape(-1).index_fill(0, rows, True).view(batch_size, seq_len)
     return keep, policy.view(batch_size, seq_len)
+
+
+def build_selector(config) -> OmniSiftAudioSelector:
+    """The audio selector an OmniSIFT thinker of `config` holds (`compressor`), drawn from torch's random state."""
+    return OmniSiftAudioSelector(
+        hidden_size=config.text_config.hidden_size,
+        selector_hidden_size=config.selector_hidden_size,
+        num_heads=config.selector_num_heads,
+        mlp_size=config.selector_mlp_size,
+    )
 
 
 def distillation_loss(

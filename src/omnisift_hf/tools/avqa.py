@@ -935,6 +935,7 @@ def compare_runs(
         mean_correct[arm] = np.mean([correctness(report, kept) for report in reports], axis=0)
         baseline_correct = np.mean([correctness(report, base) for report in reports], axis=0)
         full_correct = np.mean([correctness(report, full) for report in reports], axis=0)
+        members = []
         for report in reports:
             name = str(report["settings"]["model"])
             if name in runs:
@@ -949,7 +950,7 @@ def compare_runs(
                 "window_auroc": auroc.get("window_auroc"),
                 "minus_baseline": report["paired"][f"omnisift-{base}"],
             }
-        members = [runs[str(report["settings"]["model"])] for report in reports]
+            members.append(runs[name])
         summary = {
             "runs": len(reports),
             "keep_1": float(np.mean([m["keep_1"] for m in members])),
@@ -989,8 +990,8 @@ def compare_runs_markdown(comparison: dict) -> str:
     def cell(entry):
         return f"{entry['difference']:+.3f} [{entry['ci95'][0]:+.3f}, {entry['ci95'][1]:+.3f}]"
 
-    def number(value, digits=3):
-        return "n/a" if value is None else f"{value:.{digits}f}"
+    def number(value):
+        return "n/a" if value is None else f"{value:.3f}"
 
     header = " | ".join(tasks)
     lines = [
