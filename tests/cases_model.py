@@ -80,6 +80,26 @@ def with_config(field: str, value):
     return call
 
 
+def training_with_config(field: str, value):
+    """A training forward (train mode, labels on the answer) with a config field reassigned after validation
+    (restored afterwards, with eval mode)."""
+
+    def call(_tmp_path):
+        given = inputs()
+        labels = torch.full_like(given["input_ids"], -100)
+        labels[:, -2:] = given["input_ids"][:, -2:]
+        saved = getattr(model().config, field)
+        setattr(model().config, field, value)
+        model().train()
+        try:
+            return model()(**given, labels=labels, keep_ratio=0.25)
+        finally:
+            setattr(model().config, field, saved)
+            model().eval()
+
+    return call
+
+
 def with_selector(change):
     def call(_tmp_path):
         def selector(*args):
@@ -187,6 +207,18 @@ CASES: list[Case] = [
         with_config("keep_ratio", 2),
         ValueError,
         ("`config.keep_ratio`", "got 2.0"),
+    ),
+    Case(
+        "model-config-distillation-weight-reassigned-nan",
+        training_with_config("selector_distillation_weight", float("nan")),
+        ValueError,
+        ("selector_distillation_weight=nan", "finite number >= 0"),
+    ),
+    Case(
+        "model-config-distillation-weight-reassigned-negative",
+        training_with_config("selector_distillation_weight", -1.0),
+        ValueError,
+        ("selector_distillation_weight=-1.0", "finite number >= 0"),
     ),
     Case(
         "model-tiny-keep-ratio-warns",

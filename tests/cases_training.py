@@ -16,6 +16,7 @@ from omnisift_hf.training import (
     OmniQADataset,
     count_trainable_parameters,
     freeze,
+    reset_selector,
 )
 
 TEXT_ONLY = {"question": "What is two and two?", "answer": "Four."}  # no media: encodes in milliseconds
@@ -354,6 +355,12 @@ CASES: list[Case] = [
         lambda tmp: freeze(torch.nn.Linear(2, 2), "full"),
         TypeError,
         ("freeze: model", "Linear", "OmniSiftForConditionalGeneration", "before wrapping it"),
+    ),
+    Case(
+        "training-reset-selector-not-an-omnisift-model",
+        lambda tmp: reset_selector(torch.nn.Linear(2, 2)),
+        TypeError,
+        ("reset_selector: model", "Linear", "no OmniSIFT audio selector", "model.thinker"),
     ),
     Case(
         "training-count-not-a-model",

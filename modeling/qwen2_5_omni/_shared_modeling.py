@@ -347,6 +347,9 @@ class OmniSiftThinkerMixin:
             loss = self.loss_function(
                 logits=logits, labels=kept.labels, vocab_size=config.get_text_config().vocab_size, **kwargs
             )
+        if loss is not None and self.training:
+            # A weight reassigned after validation (NaN, negative) must fail, not silently switch the term off.
+            config.validate_selector_distillation_weight()
         if loss is not None and self.training and config.selector_distillation_weight > 0:
             teacher_logits = self._teacher_logits(
                 input_ids, encoded_embeds, attention_mask, mrope_position_ids, labels, mm_encoder_outputs, **kwargs
